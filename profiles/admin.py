@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+
+from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
+from profiles.models import ApiKey, Membership, Organization, Profile
+from profiles.services import api_key_prepare, api_key_revoke, membership_invite
+from profiles.tenancy import orgs_managed_by
+
+# Users and groups span tenants: superusers only, styled like the rest.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin, ModelAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin, ModelAdmin):
+    pass
+
+
+class MembershipInline(TenantInlineMixin, TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["user", "role"]
+    raw_id_fields = ["user"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Tenant admins change roles here and invite on the Membership page.
+        return [] if request.user.is_superuser else ["user"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+@admin.register(Organization)
+class OrganizationAdmin(TenantScopedAdminMixin, ModelAdmin):
+    org_path = ""
+    list_display = ["name", "slug", "timezone", "currency", "fail_mode", "created_at"]
+    search_fields = ["name", "slug"]
+    inlines = [MembershipInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The slug names the tenant in URLs and keys' tooling: only operators change it.
+        return [] if request.user.is_superuser else ["slug", "currency"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+class MembershipForm(forms.ModelForm):
+    email = forms.EmailField(
+        required=False,
+        help_text="Invite by email: the user is created if new (staff, no password).",
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["organization", "user", "role"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
+    form = MembershipForm
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role"]
+    list_select_related = ["user", "organization"]
+    search_fields = ["user__email", "user__username"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if request.user.is_superuser:
+            return ["organization", "user", "email", "role"]
+        return ["organization", "email", "role"] if obj is None else ["organization", "role"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["organization"] if obj is not None and not request.user.is_superuser else []
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "user" in form.base_fields:
+            form.base_fields["user"].required = False
+            form.base_fields["user"].widget.can_add_related = False
+        return form
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        email = form.cleaned_data.get("email")
+        if not change and email:
+            membership = membership_invite(org=obj.organization, email=email, role=obj.role)
+            obj.pk = membership.pk
+            obj.user = membership.user
+            return
+        if not change and not getattr(obj, "user_id", None):
+            raise ValidationError("Give the member's email.")
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Profile)
+class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
+    list_display = ["external_id", "display_name", "organization", "active", "created_at"]
+    list_filter = ["active"]
+    list_select_related = ["organization"]
+    search_fields = ["external_id", "display_name"]
+
+
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["organization", "profile", "name", "scopes", "expires_at"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        org, profile = data.get("organization"), data.get("profile")
+        if org is not None and profile is not None and profile.organization_id != org.pk:
+            self.add_error("profile", "The profile belongs to another organization.")
+        return data
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(TenantScopedAdminMixin, ModelAdmin):
+    form = ApiKeyForm
+    list_display = [
+        "name",
+        "masked",
+        "organization",
+        "profile",
+        "scope_list",
+        "status",
+        "last_used_at",
+        "expires_at",
+    ]
+    list_select_related = ["organization", "profile"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["masked", "last_used_at", "revoked_at", "created_at"]
+    raw_id_fields: list[str] = []
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A key's tenant and binding never change after issue; revoke and reissue.
+        if obj is not None:
+            return [*self.readonly_fields, "organization", "profile"]
+        return self.readonly_fields
+
+    @admin.display(description="Key")
+    def masked(self, obj: ApiKey) -> str:
+        return f"sk_{obj.prefix}_…" if obj.prefix else "—"
+
+    @admin.display(description="Scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes)
+
+    @admin.display(description="Status")
+    def status(self, obj: ApiKey) -> str:
+        from django.utils import timezone
+
+        if obj.revoked_at:
+            return "revoked"
+        if obj.expires_at and obj.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            secret = api_key_prepare(key=obj)
+            super().save_model(request, obj, form, change)
+            messages.warning(
+                request,
+                f"Copy this key now; it will not be shown again: {secret}",
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        managed = orgs_managed_by(request.user)
+        count = 0
+        for key in queryset.filter(organization__in=managed, revoked_at__isnull=True):
+            api_key_revoke(key=key)
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)

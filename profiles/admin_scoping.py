@@ -1,0 +1,152 @@
+"""Tenant scoping for the admin, in one mixin every tenant ModelAdmin uses.
+
+Superusers see everything. A staff user sees the organizations they belong to,
+edits those where they are owner or admin, and gets read-only pages where they
+are member or viewer. Another tenant's rows are absent from changelists and
+foreign-key choices, and their object URLs answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db import models
+from django.http import Http404, HttpRequest
+
+from profiles.models import Organization
+from profiles.tenancy import for_orgs, orgs_managed_by, orgs_visible_to
+
+
+def _org_of(obj: models.Model, path: str) -> Organization | None:
+    if path == "":
+        return obj  # type: ignore[return-value]
+    target: Any = obj
+    for part in path.split("__"):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    return target
+
+
+class TenantScopedAdminMixin:
+    """``org_path`` is the lookup from the model to its Organization ("" for the
+    Organization model itself). ``global_rows_readable``: rows with no
+    organization (the global price catalog) are visible, read-only, to everyone."""
+
+    org_path: str = "organization"
+    global_rows_readable: bool = False
+
+    # -- visibility ---------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        qs = super().get_queryset(request)  # type: ignore[misc]
+        if request.user.is_superuser:
+            return qs
+        scoped = for_orgs(qs, orgs_visible_to(request.user), path=self.org_path)
+        if self.global_rows_readable:
+            scoped = scoped | qs.filter(**{f"{self.org_path}__isnull": True})
+        return scoped
+
+    def _obj_org_in(
+        self, request: HttpRequest, obj: models.Model | None, orgs: models.QuerySet
+    ) -> bool:
+        if obj is None:
+            return orgs.exists()
+        org = _org_of(obj, self.org_path)
+        if org is None:
+            return False  # global rows: superusers only (they return early)
+        return orgs.filter(pk=org.pk).exists()
+
+    # -- permissions by role -----------------------------------------------------------
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return (
+            user.is_active
+            and user.is_staff
+            and (user.is_superuser or orgs_visible_to(user).exists())
+        )
+
+    def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        if request.user.is_superuser:
+            return True
+        if obj is not None and self.global_rows_readable and _org_of(obj, self.org_path) is None:
+            return orgs_visible_to(request.user).exists()
+        return self.has_module_permission(request) and self._obj_org_in(
+            request, obj, orgs_visible_to(request.user)
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        if request.user.is_superuser:
+            return True
+        return self._obj_org_in(request, obj, orgs_managed_by(request.user))
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        if request.user.is_superuser:
+            return True
+        return orgs_managed_by(request.user).exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    # -- foreign keys: only the user's manageable organizations' rows --------------------
+    def formfield_for_foreignkey(
+        self, db_field: models.ForeignKey, request: HttpRequest, **kwargs: Any
+    ):
+        if not request.user.is_superuser:
+            kwargs["queryset"] = self.scope_related(db_field.related_model, request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def formfield_for_manytomany(
+        self, db_field: models.ManyToManyField, request: HttpRequest, **kwargs: Any
+    ):
+        if not request.user.is_superuser:
+            kwargs["queryset"] = self.scope_related(db_field.related_model, request)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
+
+    @staticmethod
+    def scope_related(model: type[models.Model], request: HttpRequest) -> models.QuerySet:
+        managed = orgs_managed_by(request.user)
+        if model is Organization:
+            return managed
+        field_names = {f.name for f in model._meta.get_fields()}
+        if "organization" in field_names:
+            return for_orgs(model._default_manager.all(), managed)
+        # A related model with no tenant (users, catalog rows) is chosen elsewhere.
+        return model._default_manager.none()
+
+    # -- another tenant's object URL is a 404, not a redirect that confirms it exists --
+    def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str):
+        raise Http404("No such object.")
+
+
+class TenantInlineMixin:
+    """Inlines follow their parent's permissions and scope their own choices."""
+
+    def formfield_for_foreignkey(
+        self, db_field: models.ForeignKey, request: HttpRequest, **kwargs: Any
+    ):
+        if not request.user.is_superuser:
+            kwargs["queryset"] = TenantScopedAdminMixin.scope_related(
+                db_field.related_model, request
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def _parent_perm(self, request: HttpRequest, obj: models.Model | None, perm: str) -> bool:
+        if request.user.is_superuser:
+            return True
+        parent_admin = admin.site._registry.get(self.parent_model)  # type: ignore[attr-defined]
+        if parent_admin is None:
+            return False
+        return getattr(parent_admin, perm)(request, obj)
+
+    def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self._parent_perm(request, obj, "has_view_permission")
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self._parent_perm(request, obj, "has_change_permission")
+
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self._parent_perm(request, obj, "has_change_permission")
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self._parent_perm(request, obj, "has_change_permission")

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from profiles.api.views import ProfileDetailApi, ProfileListApi
+
+urlpatterns = [
+    path("profiles", ProfileListApi.as_view(), name="profiles-list"),
+    path("profiles/<str:external_id>", ProfileDetailApi.as_view(), name="profiles-detail"),
+]

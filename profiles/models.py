@@ -1,0 +1,152 @@
+"""Tenancy and identity: organizations, their members, the profiles that spend
+inside them, and the API keys client apps authenticate with."""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from functools import cached_property
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class BaseModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True, db_index=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"Unknown time zone {value!r}.") from exc
+
+
+class Organization(BaseModel):
+    class FailMode(models.TextChoices):
+        OPEN = "open", "Open (allow when the limiter fails)"
+        CLOSED = "closed", "Closed (deny when the limiter fails)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    currency = models.CharField(max_length=3, default="USD")
+    fail_mode = models.CharField(max_length=6, choices=FailMode.choices, default=FailMode.OPEN)
+    allow_client_pricing = models.BooleanField(
+        default=False,
+        help_text="Trust a cost sent by the client even when the catalog prices the model.",
+    )
+    alert_emails = models.TextField(
+        blank=True, help_text="Extra alert recipients besides owners and admins, one per line."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(fail_mode__in=["open", "closed"]), name="org_fail_mode_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @cached_property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class Membership(BaseModel):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+        VIEWER = "viewer", "Viewer"
+
+    MANAGING_ROLES = (Role.OWNER, Role.ADMIN)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organization} ({self.role})"
+
+
+class Profile(BaseModel):
+    """A spender inside a tenant: an end user, workspace or project of the client app."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="profiles"
+    )
+    external_id = models.CharField(max_length=255)
+    display_name = models.CharField(max_length=255, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["external_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "external_id"], name="profile_external_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.external_id
+
+
+class ApiKey(BaseModel):
+    """A client app's credential. Only the public prefix and a SHA-256 of the
+    secret are stored; the full key ``sk_<prefix>_<secret>`` is shown once."""
+
+    class Scope(models.TextChoices):
+        INGEST = "ingest", "Ingest (record usage)"
+        CHECK = "check", "Check (pre-flight)"
+        READ = "read", "Read (dashboards, lists, export)"
+        MANAGE = "manage", "Manage (budgets, alerts)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    profile = models.ForeignKey(
+        Profile,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="A key bound to a profile acts only for that profile.",
+    )
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (sk_{self.prefix}_…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

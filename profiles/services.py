@@ -1,0 +1,198 @@
+"""Writes for tenancy and identity."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
+
+KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+KEY_PREFIX_LENGTH = 10
+# Refresh last_used_at at most this often: a write on every request would cost
+# the hot path a round trip for a figure nobody reads to the second.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+VALID_SCOPES = frozenset(ApiKey.Scope.values)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a key secret. The secret has 256 bits of entropy, so a fast
+    hash is safe here (no dictionary to attack) and keeps authentication cheap."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def organization_create(
+    *,
+    slug: str,
+    name: str,
+    timezone_name: str = "UTC",
+    owner_email: str | None = None,
+) -> Organization:
+    """Create an organization and, with ``owner_email``, its owner: a staff user
+    (created if missing, with an unusable password until one is set) holding the
+    owner membership. All or nothing; raises ValidationError on bad input or a
+    taken slug."""
+    validate_timezone(timezone_name)
+    org = Organization(slug=slug, name=name, timezone=timezone_name)
+    org.full_clean()
+    try:
+        with transaction.atomic():
+            org.save()
+            if owner_email:
+                owner = _user_for_email(owner_email)
+                Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
+    except IntegrityError as exc:
+        raise ValidationError({"slug": f"An organization with slug {slug!r} exists."}) from exc
+    return org
+
+
+def _user_for_email(email: str):  # noqa: ANN202 - the user model is swappable
+    from django.core.validators import validate_email
+
+    validate_email(email)
+    User = get_user_model()
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = User(username=email, email=email, is_staff=True)
+        user.set_unusable_password()
+        user.save()
+    elif not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return user
+
+
+def membership_set(*, org: Organization, user, role: str) -> Membership:
+    """Give ``user`` the ``role`` in ``org`` (staff flag on, so the admin opens)."""
+    membership, _ = Membership.objects.update_or_create(
+        user=user, organization=org, defaults={"role": role}
+    )
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return membership
+
+
+def membership_invite(*, org: Organization, email: str, role: str) -> Membership:
+    """Add the user with ``email`` (created if new: staff, no password yet) to ``org``."""
+    return membership_set(org=org, user=_user_for_email(email), role=role)
+
+
+def parse_scopes(raw: str | list[str]) -> list[str]:
+    """Validate a scope list (comma-separated string or list); unknown scopes raise."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    scopes = [s.strip() for s in items if s.strip()]
+    unknown = sorted(set(scopes) - VALID_SCOPES)
+    if unknown:
+        raise ValidationError(
+            {
+                "scopes": f"Unknown scope(s): {', '.join(unknown)}. Valid: {', '.join(sorted(VALID_SCOPES))}."
+            }
+        )
+    if not scopes:
+        raise ValidationError({"scopes": "At least one scope is required."})
+    # Keep the contract's order so listings read the same everywhere.
+    return [s for s in ApiKey.Scope.values if s in scopes]
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # the full "sk_<prefix>_<secret>", shown once and never stored
+
+
+def api_key_create(
+    *,
+    org: Organization,
+    name: str,
+    scopes: str | list[str],
+    profile: Profile | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    """Issue a key. Only the prefix and the secret's hash are stored; the returned
+    plaintext is the only copy there will ever be."""
+    scope_list = parse_scopes(scopes)
+    if profile is not None and profile.organization_id != org.pk:
+        raise ValidationError({"profile": "The profile belongs to another organization."})
+    secret = secrets.token_urlsafe(32)
+    for _ in range(5):
+        prefix = "".join(secrets.choice(KEY_PREFIX_ALPHABET) for _ in range(KEY_PREFIX_LENGTH))
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    organization=org,
+                    profile=profile,
+                    name=name or "API key",
+                    prefix=prefix,
+                    secret_hash=hash_secret(secret),
+                    scopes=scope_list,
+                    expires_at=expires_at,
+                )
+            return IssuedKey(api_key=key, secret=f"sk_{prefix}_{secret}")
+        except IntegrityError:  # prefix collision: astronomically rare, try another
+            continue
+    raise RuntimeError("Could not allocate a unique key prefix.")
+
+
+def api_key_prepare(*, key: ApiKey) -> str:
+    """Fill prefix and hash on an unsaved key (the admin's add form) and return the
+    plaintext to show once."""
+    secret = secrets.token_urlsafe(32)
+    key.prefix = "".join(secrets.choice(KEY_PREFIX_ALPHABET) for _ in range(KEY_PREFIX_LENGTH))
+    key.secret_hash = hash_secret(secret)
+    return f"sk_{key.prefix}_{secret}"
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+class KeyRejected(Exception):
+    """The presented key is malformed, unknown, revoked or expired."""
+
+
+def api_key_authenticate(*, raw: str) -> ApiKey:
+    """Return the live key for ``raw`` (``sk_<prefix>_<secret>``) or raise KeyRejected.
+
+    The hash comparison is constant-time; an unknown prefix costs the same hash
+    so timing does not reveal which prefixes exist."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != "sk" or not parts[1] or not parts[2]:
+        raise KeyRejected("Malformed API key.")
+    _, prefix, secret = parts
+    presented = hash_secret(secret)
+    key = (
+        ApiKey.objects.select_related("organization", "profile").filter(prefix=prefix).first()
+        if len(prefix) <= 16
+        else None
+    )
+    expected = key.secret_hash if key is not None else "0" * 64
+    if not hmac.compare_digest(presented, expected) or key is None:
+        raise KeyRejected("Invalid API key.")
+    now = timezone.now()
+    if key.revoked_at is not None:
+        raise KeyRejected("This API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise KeyRejected("This API key has expired.")
+    if key.profile is not None and not key.profile.active:
+        raise KeyRejected("This API key's profile is inactive.")
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def profile_get_or_create(*, org: Organization, external_id: str) -> Profile:
+    """The profile named ``external_id`` in ``org``, created on first mention.
+    Safe under concurrency (the unique constraint decides the race)."""
+    profile, _ = Profile.objects.get_or_create(organization=org, external_id=external_id)
+    return profile
