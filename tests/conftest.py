@@ -12,7 +12,13 @@ import pytest
 from rest_framework.test import APIClient
 
 from profiles.models import ApiKey, Membership, Organization, Profile
-from tests.factories import MembershipFactory, OrganizationFactory, ProfileFactory, UserFactory, make_key
+from tests.factories import (
+    MembershipFactory,
+    OrganizationFactory,
+    ProfileFactory,
+    UserFactory,
+    make_key,
+)
 
 
 @dataclass

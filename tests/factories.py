@@ -53,6 +53,7 @@ def make_key(
     profile: Profile | None = None,
     **kwargs,
 ) -> tuple[ApiKey, str]:
-    issued = api_key_create(org=org, name=kwargs.pop("name", "test key"), scopes=scopes,
-                            profile=profile, **kwargs)
+    issued = api_key_create(
+        org=org, name=kwargs.pop("name", "test key"), scopes=scopes, profile=profile, **kwargs
+    )
     return issued.api_key, issued.secret
