@@ -1,0 +1,175 @@
+"""Request bodies of the usage API, validated with pydantic (fast enough for
+1,000-event batches, and one definition serves validation and the OpenAPI schema).
+
+Money and decimal quantities arrive as JSON strings; the JSON parser turns any
+JSON number with a fraction into ``Decimal``, which these types refuse for money
+with a message saying to send a string. Nothing here ever builds a float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from costs.pricing.normalize import UsageError, normalize_usage
+
+MAX_BATCH = 1000
+MAX_TAGS = 50
+_DECIMAL_RE = re.compile(r"^\d{1,12}(\.\d{1,12})?$")
+
+
+def _money(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError('send amounts as decimal strings, e.g. "0.023750"')
+    if not _DECIMAL_RE.fullmatch(value):
+        raise ValueError(
+            "must be a non-negative decimal string with at most 12 digits before "
+            "and 12 after the point"
+        )
+    try:
+        return Decimal(value)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern already guards
+        raise ValueError("not a decimal") from exc
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError("must be an ISO 8601 timestamp with an offset") from exc
+    else:
+        raise ValueError("must be an ISO 8601 timestamp string with an offset")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("must carry a UTC offset, e.g. 2026-11-22T10:00:00Z")
+    if not 2000 <= parsed.year <= 2999:
+        raise ValueError("must be between the years 2000 and 2999")
+    return parsed
+
+
+Money = Annotated[Decimal, BeforeValidator(_money)]
+Timestamp = Annotated[datetime, BeforeValidator(_aware)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+LongName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+def _tags(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    return value
+
+
+class UsageEventIn(BaseModel):
+    """One AI call's usage. Send ``usage`` (meters or a provider's raw usage object),
+    ``cost``, or both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    profile: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    provider: Name
+    model: LongName
+    operation: Name = "default"
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        description="Meters (input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
+        "input_audio_tokens, output_audio_tokens, characters, images, audio_seconds, requests) or "
+        "a raw OpenAI / Anthropic / Google usage object.",
+    )
+    cost: Money | None = Field(
+        default=None, description="Decimal string, for services the catalog does not price."
+    )
+    occurred_at: Timestamp | None = None
+    tags: Annotated[
+        dict[
+            Annotated[StrictStr, Field(min_length=1, max_length=100)],
+            Annotated[StrictStr, Field(max_length=500)],
+        ],
+        AfterValidator(_tags),
+    ] = Field(default_factory=dict)
+    revenue: Money | None = None
+    reservation_id: uuid.UUID | None = None
+
+    @field_validator("reservation_id", mode="before")
+    @classmethod
+    def _uuid_string(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a UUID string")
+        return value
+
+    @model_validator(mode="after")
+    def _usage_or_cost(self) -> UsageEventIn:
+        if self.usage is None and self.cost is None:
+            raise ValueError("send usage, cost, or both")
+        return self
+
+
+class UsageBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def request_hash(raw: dict[str, Any]) -> str:
+    """Fingerprint of an event body as sent (key order does not matter)."""
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def pydantic_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
+    """pydantic's errors as the contract's ``details``: dotted field path -> message."""
+    details: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "non_field_errors"
+        message = err["msg"].removeprefix("Value error, ")
+        key = f"{prefix}{loc}" if loc != "non_field_errors" or not prefix else prefix.rstrip(".")
+        details.setdefault(key, message)
+    return details
+
+
+def parse_event(raw: Any) -> tuple[UsageEventIn, dict[str, int | Decimal]]:
+    """Validate one event body; raise ``EventInvalid`` with field messages."""
+    if not isinstance(raw, dict):
+        raise EventInvalid({"non_field_errors": "each event must be a JSON object"})
+    details: dict[str, str] = {}
+    event: UsageEventIn | None = None
+    try:
+        event = UsageEventIn.model_validate(raw)
+    except ValidationError as exc:
+        details = pydantic_errors(exc)
+    meters: dict[str, int | Decimal] = {}
+    usage = raw.get("usage")
+    if isinstance(usage, dict):  # report the usage's own errors beside the others
+        try:
+            meters = normalize_usage(usage)
+        except UsageError as exc:
+            details.pop("usage", None)
+            details.update(exc.with_prefix("usage"))
+    if details or event is None:
+        raise EventInvalid(details)
+    return event, meters
+
+
+class EventInvalid(Exception):
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__("invalid event")
+        self.details = details

@@ -1,0 +1,173 @@
+"""Catalog reads: resolve a (provider, model name) to a catalog model, and find
+the price in force for an organization at a moment.
+
+Name resolution runs on every ingested event, so the index of names is held in
+memory per process for a few seconds (and dropped at once by any catalog write
+in this process); prices are read from the database per request, so a new
+price is used by the very next request everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Q
+
+from costs.models import AIModel, Price
+from costs.pricing.engine import METERS, Rates, Tier
+from profiles.models import Organization
+
+INDEX_TTL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: int
+    provider: str
+    slug: str
+
+
+@dataclass
+class _ProviderIndex:
+    exact: dict[str, ResolvedModel] = field(default_factory=dict)
+    prefixes: list[tuple[str, ResolvedModel]] = field(default_factory=list)
+    regexes: list[tuple[re.Pattern[str], ResolvedModel]] = field(default_factory=list)
+
+
+class _CatalogIndex:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built_at = 0.0
+        self._by_provider: dict[str, _ProviderIndex] = {}
+        self._memo: dict[tuple[str, str], ResolvedModel | None] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._built_at = 0.0
+
+    def _ensure(self) -> None:
+        if time.monotonic() - self._built_at < INDEX_TTL_SECONDS:
+            return
+        with self._lock:
+            if time.monotonic() - self._built_at < INDEX_TTL_SECONDS:
+                return
+            by_provider: dict[str, _ProviderIndex] = defaultdict(_ProviderIndex)
+            rows = AIModel.objects.select_related("provider").order_by(
+                "provider__slug", "position", "id"
+            )
+            for m in rows:
+                resolved = ResolvedModel(m.pk, m.provider.slug, m.slug)
+                idx = by_provider[m.provider.slug]
+                for name in [m.slug, *m.aliases]:
+                    idx.exact.setdefault(name.lower(), resolved)
+                idx.prefixes.extend((p.lower(), resolved) for p in m.match_prefixes)
+                for regex in m.match_regexes:
+                    try:
+                        idx.regexes.append((re.compile(regex), resolved))
+                    except re.error:
+                        continue  # a bad admin-entered pattern must not break pricing
+            for idx in by_provider.values():
+                # Longest prefix first; stable sort keeps catalog order among equals.
+                idx.prefixes.sort(key=lambda item: -len(item[0]))
+            self._by_provider = dict(by_provider)
+            self._memo = {}
+            self._built_at = time.monotonic()
+
+    def resolve(self, provider: str, name: str) -> ResolvedModel | None:
+        self._ensure()
+        key = (provider.lower(), name.lower())
+        if key in self._memo:
+            return self._memo[key]
+        idx = self._by_provider.get(key[0])
+        found: ResolvedModel | None = None
+        if idx is not None:
+            lowered = key[1]
+            found = idx.exact.get(lowered)
+            if found is None:
+                found = next((m for p, m in idx.prefixes if lowered.startswith(p)), None)
+            if found is None:
+                found = next((m for r, m in idx.regexes if r.fullmatch(lowered)), None)
+        if len(self._memo) < 100_000:
+            self._memo[key] = found
+        return found
+
+
+_index = _CatalogIndex()
+
+
+def catalog_cache_clear() -> None:
+    """Forget the name index; the next resolution rebuilds it from the database."""
+    _index.clear()
+
+
+def model_resolve(*, provider: str, model: str) -> ResolvedModel | None:
+    """The catalog model ``model`` names for ``provider``: exact slug or alias (any
+    case), else the longest matching prefix, else the first matching regex in
+    catalog order; None when the catalog does not know it."""
+    return _index.resolve(provider, model)
+
+
+@dataclass(frozen=True)
+class PriceRow:
+    id: object
+    model_id: int
+    organization_id: object | None
+    effective_from: datetime
+    rates: Rates
+
+
+def rates_of(price: Price) -> Rates:
+    """A catalog row as the pure engine's input."""
+    rates = {m: getattr(price, m) for m in METERS}
+    tiers = tuple(
+        Tier(
+            threshold=int(t["threshold"]),
+            rates={k: Decimal(str(v)) for k, v in t.get("rates", {}).items()},
+        )
+        for t in (price.tiers or [])
+    )
+    return Rates(rates=rates, tiers=tiers)
+
+
+class PriceBook:
+    """Every price of some models that one organization can use, for lookups by time.
+
+    A tenant's own price (the latest that started by then) beats the global one;
+    between prices of the same scope, the latest ``effective_from`` not after
+    the moment wins."""
+
+    def __init__(self, rows: Iterable[PriceRow]) -> None:
+        self._own: dict[int, list[PriceRow]] = defaultdict(list)
+        self._global: dict[int, list[PriceRow]] = defaultdict(list)
+        for row in rows:
+            target = self._global if row.organization_id is None else self._own
+            target[row.model_id].append(row)
+        for bucket in (*self._own.values(), *self._global.values()):
+            bucket.sort(key=lambda r: r.effective_from, reverse=True)
+
+    def at(self, model_id: int, moment: datetime) -> PriceRow | None:
+        for bucket in (self._own.get(model_id, ()), self._global.get(model_id, ())):
+            for row in bucket:
+                if row.effective_from <= moment:
+                    return row
+        return None
+
+
+def price_book(*, org: Organization, model_ids: Iterable[int]) -> PriceBook:
+    """One query: all global and ``org``'s prices of these models."""
+    ids = set(model_ids)
+    if not ids:
+        return PriceBook([])
+    prices = Price.objects.filter(
+        Q(organization__isnull=True) | Q(organization=org), model_id__in=ids
+    )
+    return PriceBook(
+        PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
+    )

@@ -1,0 +1,150 @@
+"""Catalog writes: sync the global catalog from its sources, and price changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from django.db import transaction
+
+from costs.catalog.source import CatalogModel, CatalogPrice
+from costs.models import AIModel, Price, Provider, UsageEvent
+from costs.pricing.engine import METERS
+from costs.selectors.catalog import catalog_cache_clear
+
+RATE_QUANTUM = Decimal(1).scaleb(-18)
+
+
+@dataclass
+class SyncStats:
+    providers_created: int = 0
+    models_created: int = 0
+    models_updated: int = 0
+    prices_created: int = 0
+    prices_updated: int = 0
+    prices_unchanged: int = 0
+    prices_kept_used: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return (
+            self.providers_created
+            + self.models_created
+            + self.models_updated
+            + (self.prices_created + self.prices_updated)
+        )
+
+
+def _rate(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(RATE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _price_fields(p: CatalogPrice) -> dict[str, object]:
+    fields: dict[str, object] = {m: _rate(p.rates.get(m)) for m in METERS}
+    fields["tiers"] = [
+        {"threshold": t.threshold, "rates": {k: str(_rate(v)) for k, v in sorted(t.rates.items())}}
+        for t in p.tiers
+    ]
+    return fields
+
+
+# SQLite (the embedded default) keeps ~15 significant digits of a decimal; a
+# real price change is never this small, so treat closer values as equal.
+_TOLERANCE = Decimal("1e-16")
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, Decimal) and isinstance(b, Decimal):
+        return abs(a - b) <= _TOLERANCE
+    return a == b
+
+
+def _same(price: Price, fields: dict[str, object]) -> bool:
+    return all(_equal(getattr(price, k), v) for k, v in fields.items())
+
+
+def catalog_sync(*, catalog: list[CatalogModel]) -> SyncStats:
+    """Make the global catalog hold ``catalog``: idempotent (a second run changes
+    nothing). Models and global prices are created or brought up to date; a
+    global price an event already used is never edited (history stays true) and
+    is reported instead. Tenant overrides and rows the sources do not mention
+    are left alone."""
+    stats = SyncStats()
+    with transaction.atomic():
+        providers = {p.slug: p for p in Provider.objects.all()}
+        for cm in catalog:
+            if cm.provider not in providers:
+                providers[cm.provider] = Provider.objects.create(
+                    slug=cm.provider, name=cm.provider_name
+                )
+                stats.providers_created += 1
+        models = {(m.provider.slug, m.slug): m for m in AIModel.objects.select_related("provider")}
+        to_update: list[AIModel] = []
+        for position, cm in enumerate(catalog):
+            wanted = {
+                "name": cm.name,
+                "aliases": list(cm.aliases),
+                "match_prefixes": list(cm.match_prefixes),
+                "match_regexes": list(cm.match_regexes),
+                "position": position,
+            }
+            existing = models.get((cm.provider, cm.slug))
+            if existing is None:
+                models[(cm.provider, cm.slug)] = AIModel.objects.create(
+                    provider=providers[cm.provider], slug=cm.slug, **wanted
+                )
+                stats.models_created += 1
+            elif any(getattr(existing, k) != v for k, v in wanted.items()):
+                for k, v in wanted.items():
+                    setattr(existing, k, v)
+                to_update.append(existing)
+        if to_update:
+            AIModel.objects.bulk_update(to_update, list(wanted.keys()))
+            stats.models_updated = len(to_update)
+
+        prices = {
+            (p.model_id, p.effective_from): p
+            for p in Price.objects.filter(organization__isnull=True)
+        }
+        used = set(
+            UsageEvent.objects.filter(price__organization__isnull=True)
+            .values_list("price_id", flat=True)
+            .distinct()
+        )
+        new_prices: list[Price] = []
+        changed_prices: list[Price] = []
+        for cm in catalog:
+            model = models[(cm.provider, cm.slug)]
+            for cp in cm.prices:
+                fields = _price_fields(cp)
+                existing = prices.get((model.pk, cp.effective_from))
+                if existing is None:
+                    new_prices.append(
+                        Price(
+                            model=model,
+                            effective_from=cp.effective_from,
+                            source=cp.source,
+                            **fields,
+                        )
+                    )
+                elif _same(existing, fields):
+                    stats.prices_unchanged += 1
+                elif existing.pk in used:
+                    stats.prices_kept_used.append(str(existing))
+                else:
+                    for k, v in fields.items():
+                        setattr(existing, k, v)
+                    existing.source = cp.source
+                    changed_prices.append(existing)
+        Price.objects.bulk_create(new_prices, batch_size=500)
+        if changed_prices:
+            Price.objects.bulk_update(changed_prices, [*METERS, "tiers", "source"], batch_size=500)
+        stats.prices_created = len(new_prices)
+        stats.prices_updated = len(changed_prices)
+    catalog_cache_clear()
+    return stats
+
+
+def price_is_used(*, price: Price) -> bool:
+    """A price some event was priced with: frozen, changes go in a new row."""
+    return UsageEvent.objects.filter(price_id=price.pk).exists()

@@ -1,0 +1,191 @@
+"""Recording usage: price -> ledger -> rollups -> budget charges, in one transaction.
+
+Guarantees:
+- each (organization, idempotency_key) is recorded once; a replay with the same
+  body answers with the recorded event (200), a different body is refused (409),
+  also when both arrive at the same moment (the unique index decides, and the
+  loser reads the winner's committed row);
+- the event rows, their rollups and the budget charges commit together or not
+  at all;
+- usage is never refused for being over budget, nor for having no price (it is
+  recorded unpriced at cost 0, to be repriced later).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from costs.models import COUNT_METERS, UsageEvent
+from costs.pricing.engine import METERS, price_usage
+from costs.selectors.catalog import PriceBook, model_resolve, price_book
+from costs.services.rollups import rollup_add
+from profiles.models import ApiKey, Organization, Profile
+from quotas.services import Charge, Dimensions, budget_charge
+
+
+@dataclass
+class EventInput:
+    """One validated event as the API hands it over."""
+
+    idempotency_key: str
+    request_hash: str
+    provider: str
+    model: str
+    operation: str
+    usage: dict[str, int | Decimal]
+    occurred_at: datetime
+    profile: str | None = None
+    cost: Decimal | None = None
+    revenue: Decimal | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    reservation_id: uuid.UUID | None = None
+
+
+@dataclass
+class EventResult:
+    status: int  # 201 recorded, 200 replay, 409 conflicting reuse of the key
+    event: UsageEvent
+
+
+def _price_event(
+    ev: EventInput, org: Organization, book: PriceBook
+) -> tuple[str, int | None, object | None, Decimal, dict[str, str], bool]:
+    """(model shown, ai_model id, price id, cost, breakdown, priced) for one event."""
+    resolved = model_resolve(provider=ev.provider, model=ev.model)
+    shown = resolved.slug if resolved else ev.model
+    price = book.at(resolved.id, ev.occurred_at) if resolved else None
+    if price is not None and not (ev.cost is not None and org.allow_client_pricing):
+        result = price_usage(price.rates, ev.usage)
+        breakdown = {k: str(v) for k, v in result.lines.items()}
+        return shown, resolved.id if resolved else None, price.id, result.total, breakdown, True
+    if ev.cost is not None:  # the client priced a service the catalog does not
+        return (
+            shown,
+            resolved.id if resolved else None,
+            None,
+            ev.cost,
+            {"client": str(ev.cost)},
+            True,
+        )
+    return shown, resolved.id if resolved else None, None, Decimal(0), {}, False
+
+
+def _profiles(org: Organization, names: set[str]) -> dict[str, Profile]:
+    if not names:
+        return {}
+    found = {
+        p.external_id: p for p in Profile.objects.filter(organization=org, external_id__in=names)
+    }
+    missing = names - found.keys()
+    if missing:
+        Profile.objects.bulk_create(
+            [Profile(organization=org, external_id=n) for n in sorted(missing)],
+            ignore_conflicts=True,  # another request may create the same profile now
+        )
+        found = {
+            p.external_id: p
+            for p in Profile.objects.filter(organization=org, external_id__in=names)
+        }
+    return found
+
+
+def usage_record(
+    *, org: Organization, events: Sequence[EventInput], api_key: ApiKey | None = None
+) -> list[EventResult]:
+    """Record ``events`` for ``org``; results in input order (see module contract)."""
+    now = timezone.now()
+    tz = org.tz
+    profiles = _profiles(org, {e.profile for e in events if e.profile})
+    resolved_ids = {
+        r.id for e in events if (r := model_resolve(provider=e.provider, model=e.model)) is not None
+    }
+    book = price_book(org=org, model_ids=resolved_ids)
+
+    # The first event of a key in the request is the candidate; later ones are
+    # judged against whatever ends up recorded for that key.
+    candidates: dict[str, UsageEvent] = {}
+    for ev in events:
+        if ev.idempotency_key in candidates:
+            continue
+        shown, ai_model_id, price_id, cost, breakdown, priced = _price_event(ev, org, book)
+        profile = profiles.get(ev.profile) if ev.profile else None
+        candidates[ev.idempotency_key] = UsageEvent(
+            id=uuid.uuid4(),
+            organization=org,
+            profile=profile,
+            api_key=api_key,
+            idempotency_key=ev.idempotency_key,
+            request_hash=ev.request_hash,
+            provider=ev.provider,
+            model=shown,
+            model_requested=ev.model,
+            ai_model_id=ai_model_id,
+            operation=ev.operation,
+            **{m: ev.usage.get(m, 0) for m in METERS},
+            cost=cost,
+            cost_breakdown=breakdown,
+            client_cost=ev.cost,
+            revenue=ev.revenue,
+            price_id=price_id,
+            priced=priced,
+            reservation_id=ev.reservation_id,
+            tags=ev.tags,
+            occurred_at=ev.occurred_at,
+            received_at=now,
+            day=ev.occurred_at.astimezone(tz).date(),
+        )
+
+    # Sorted by key so two requests sharing keys lock index entries in one order.
+    ordered = sorted(candidates.values(), key=lambda e: e.idempotency_key)
+    with transaction.atomic():
+        UsageEvent.objects.bulk_create(ordered, ignore_conflicts=True, batch_size=1000)
+        inserted_ids = set(
+            UsageEvent.objects.filter(id__in=[e.id for e in ordered]).values_list("id", flat=True)
+        )
+        inserted = [e for e in ordered if e.id in inserted_ids]
+        existing: dict[str, UsageEvent] = {}
+        if len(inserted) < len(ordered):
+            keys = [e.idempotency_key for e in ordered if e.id not in inserted_ids]
+            existing = {
+                e.idempotency_key: e
+                for e in UsageEvent.objects.filter(organization=org, idempotency_key__in=keys)
+            }
+        if inserted:
+            rollup_add(events=inserted)
+            budget_charge(org=org, charges=[_charge(e) for e in inserted])
+
+    recorded = {e.idempotency_key: e for e in inserted} | existing
+    new_keys = {e.idempotency_key for e in inserted}
+    results: list[EventResult] = []
+    first_seen: set[str] = set()
+    for ev in events:
+        row = recorded[ev.idempotency_key]
+        if ev.request_hash != row.request_hash:
+            results.append(EventResult(409, row))
+        elif ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen:
+            results.append(EventResult(201, row))
+        else:
+            results.append(EventResult(200, row))
+        first_seen.add(ev.idempotency_key)
+    return results
+
+
+def _charge(e: UsageEvent) -> Charge:
+    amounts: dict[str, Decimal | int] = {m: getattr(e, m) for m in COUNT_METERS}
+    amounts["audio_seconds"] = e.audio_seconds
+    amounts["cost"] = e.cost
+    amounts["requests"] = max(e.requests, 1)
+    amounts["total_tokens"] = e.input_tokens + e.output_tokens
+    return Charge(
+        dims=Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation),
+        occurred_at=e.occurred_at,
+        amounts=amounts,
+        reservation_id=e.reservation_id,
+    )
