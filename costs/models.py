@@ -18,6 +18,8 @@ COUNT_METERS = [m for m in METERS if m != "audio_seconds"]
 
 
 class Provider(BaseModel):
+    catalog_global = True  # shared by every tenant: readable by all, edited by operators
+
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
 
@@ -31,6 +33,8 @@ class Provider(BaseModel):
 class AIModel(BaseModel):
     """A priced model. Names resolve by exact slug, then aliases, then the
     longest matching prefix, then regular expressions (full match)."""
+
+    catalog_global = True
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
     slug = models.CharField(max_length=200)

@@ -108,6 +108,8 @@ class TenantScopedAdminMixin:
         managed = orgs_managed_by(request.user)
         if model is Organization:
             return managed
+        if getattr(model, "catalog_global", False):
+            return model._default_manager.all()
         field_names = {f.name for f in model._meta.get_fields()}
         if "organization" in field_names:
             return for_orgs(model._default_manager.all(), managed)
@@ -117,6 +119,33 @@ class TenantScopedAdminMixin:
     # -- another tenant's object URL is a 404, not a redirect that confirms it exists --
     def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str):
         raise Http404("No such object.")
+
+
+class GlobalCatalogAdminMixin:
+    """Rows shared by every tenant (providers, models): any member may read them,
+    only superusers change them."""
+
+    global_catalog = True
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return (
+            user.is_active
+            and user.is_staff
+            and (user.is_superuser or orgs_visible_to(user).exists())
+        )
+
+    def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return request.user.is_superuser
 
 
 class TenantInlineMixin:

@@ -6,6 +6,7 @@ Org A ("acme") has alice (owner) and bob (member); org B ("globex") has charlie
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pytest
@@ -74,3 +75,41 @@ def charlie(tenant_b):
 @pytest.fixture
 def api_a(tenant_a) -> APIClient:
     return tenant_a.client()
+
+
+# -- the price catalog ------------------------------------------------------------------
+
+CATALOG_MODELS = {
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "whisper-1"),
+    ("openai", "tts-1"),
+    ("openai", "tts-1-hd"),
+    ("openai", "dall-e-3"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("google", "gemini-2.5-pro"),
+    ("google", "gemini-2.5-flash"),
+    ("elevenlabs", "eleven_multilingual_v2"),
+}
+
+
+@functools.cache
+def _catalog_subset():
+    from costs.catalog.source import load_catalog
+
+    rows = [m for m in load_catalog() if (m.provider, m.slug) in CATALOG_MODELS]
+    assert {(m.provider, m.slug) for m in rows} == CATALOG_MODELS
+    return rows
+
+
+@pytest.fixture
+def catalog(db):
+    """A slice of the real global catalog (genai-prices + our extras), synced into the
+    test database: enough models for every pricing path, fast enough for any test."""
+    from costs.selectors.catalog import catalog_cache_clear
+    from costs.services.catalog import catalog_sync
+
+    catalog_cache_clear()
+    catalog_sync(catalog=_catalog_subset())
+    yield
+    catalog_cache_clear()

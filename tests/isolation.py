@@ -13,8 +13,48 @@ from typing import Any
 
 from django.db import models
 
+from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from profiles.models import ApiKey, Membership, Organization, Profile
 from tests.factories import MembershipFactory, ProfileFactory, UserFactory, make_key
+
+
+def seed_usage(t: Any) -> UsageEvent:
+    """Record one priced-by-client event for the tenant's profile, through the service."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from costs.services import EventInput, usage_record
+
+    (result,) = usage_record(
+        org=t.org,
+        events=[
+            EventInput(
+                idempotency_key=f"{t.org.slug}-seed-{UsageEvent.objects.count()}",
+                request_hash="seed",
+                provider=f"{t.org.slug}-provider",
+                model=f"{t.org.slug}-model",
+                operation=f"{t.org.slug}-op",
+                usage={"requests": 1},
+                occurred_at=timezone.now(),
+                profile=t.profile.external_id,
+                cost=Decimal("1.25"),
+                tags={"marker": f"{t.org.slug}-tag"},
+            )
+        ],
+    )
+    return result.event
+
+
+def _override(t: Any) -> Price:
+    provider, _ = Provider.objects.get_or_create(slug="isolation", defaults={"name": "Isolation"})
+    model, _ = AIModel.objects.get_or_create(provider=provider, slug="iso-model")
+    from django.utils import timezone
+
+    return Price.objects.create(
+        model=model, organization=t.org, effective_from=timezone.now(), input_tokens=1
+    )
+
 
 # model -> function(tenant) returning an object of that model owned by the tenant
 ADMIN_OBJECT_MAKERS: dict[type[models.Model], Callable[[Any], models.Model]] = {
@@ -23,6 +63,11 @@ ADMIN_OBJECT_MAKERS: dict[type[models.Model], Callable[[Any], models.Model]] = {
     ApiKey: lambda t: make_key(t.org, name=f"{t.org.slug}-hidden-key")[0],
     Membership: lambda t: MembershipFactory(
         organization=t.org, user=UserFactory(username=f"member-of-{t.org.slug}@example.com")
+    ),
+    Price: _override,
+    UsageEvent: seed_usage,
+    DailyUsage: lambda t: DailyUsage.objects.get(
+        organization=t.org, day=seed_usage(t).day, provider=f"{t.org.slug}-provider"
     ),
 }
 

@@ -127,6 +127,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "profiles.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
+    # The contract's export takes ?format=csv|json itself; DRF must not read it.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 SPECTACULAR_SETTINGS = {

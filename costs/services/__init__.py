@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from costs.services.catalog import catalog_sync, price_is_used
 from costs.services.ingest import EventInput, EventResult, usage_record
+from costs.services.reprice import usage_reprice
 from costs.services.rollups import rollup_add
 
-__all__ = ["EventInput", "EventResult", "rollup_add", "usage_record"]
+__all__ = [
+    "EventInput",
+    "EventResult",
+    "catalog_sync",
+    "price_is_used",
+    "rollup_add",
+    "usage_record",
+    "usage_reprice",
+]

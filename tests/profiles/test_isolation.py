@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from profiles.admin_scoping import TenantScopedAdminMixin
-from tests.isolation import ADMIN_OBJECT_MAKERS, API_URL_KWARGS
+from tests.isolation import ADMIN_OBJECT_MAKERS, API_URL_KWARGS, seed_usage
 
 pytestmark = pytest.mark.django_db
 
@@ -150,6 +150,13 @@ def _markers(t) -> list[str]:
     return [t.org.slug, str(t.org.pk), t.profile.external_id, t.key.prefix, str(t.profile.pk)]
 
 
+def test_isolation_markers_do_show_for_their_own_tenant(tenant_b):
+    # The sweep below is only meaningful if a tenant's own reads show its markers.
+    seed_usage(tenant_b)
+    body = tenant_b.client().get("/api/v1/usage").content.decode()
+    assert tenant_b.org.slug in body and tenant_b.profile.external_id in body
+
+
 def test_every_api_url_with_arguments_has_an_isolation_entry():
     missing = [
         p.name
@@ -162,6 +169,8 @@ def test_every_api_url_with_arguments_has_an_isolation_entry():
 def test_every_api_endpoint_gives_other_tenants_objects_as_404_and_lists_nothing(
     tenant_a, tenant_b
 ):
+    seed_usage(tenant_a)
+    seed_usage(tenant_b)
     client = tenant_a.client()
     checked = 0
     for route, pattern in _api_patterns():
@@ -176,7 +185,7 @@ def test_every_api_endpoint_gives_other_tenants_objects_as_404_and_lists_nothing
             url = reverse(pattern.name)
             resp = client.get(url)
             assert resp.status_code < 500, (route, resp.status_code)
-            body = resp.content.decode()
+            body = (b"".join(resp.streaming_content) if resp.streaming else resp.content).decode()
             for marker in _markers(tenant_b):
                 assert marker not in body, (route, marker)
             checked += 1

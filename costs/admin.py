@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.paginator import InfinitePaginator
+
+from costs.exports import csv_rows
+from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
+from costs.pricing.engine import METERS
+from costs.selectors.catalog import catalog_cache_clear
+from costs.services.catalog import price_is_used
+from costs.services.reprice import usage_reprice
+from profiles.admin_scoping import GlobalCatalogAdminMixin, TenantScopedAdminMixin
+from profiles.tenancy import orgs_managed_by, orgs_visible_to
+
+
+@admin.register(Provider)
+class ProviderAdmin(GlobalCatalogAdminMixin, ModelAdmin):
+    list_display = ["slug", "name"]
+    search_fields = ["slug", "name"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        catalog_cache_clear()
+
+
+class PriceInline(TabularInline):
+    """A model's price history: global rows and the viewer's own overrides."""
+
+    model = Price
+    extra = 0
+    fields = [
+        "effective_from",
+        "organization",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "characters",
+        "images",
+        "audio_seconds",
+        "tiers",
+    ]
+    readonly_fields = fields
+    ordering = ["-effective_from"]
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Price]:
+        qs = super().get_queryset(request).select_related("organization")
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(
+            Q(organization__isnull=True) | Q(organization__in=orgs_visible_to(request.user))
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AIModel)
+class AIModelAdmin(GlobalCatalogAdminMixin, ModelAdmin):
+    list_display = ["slug", "provider", "name", "position"]
+    list_filter = ["provider"]
+    list_select_related = ["provider"]
+    search_fields = ["slug", "name", "aliases"]
+    inlines = [PriceInline]
+    show_full_result_count = False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        catalog_cache_clear()
+
+
+class PriceScopeFilter(admin.SimpleListFilter):
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("global", "Global catalog"), ("override", "Organization overrides")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Price]) -> QuerySet[Price]:
+        if self.value() == "global":
+            return queryset.filter(organization__isnull=True)
+        if self.value() == "override":
+            return queryset.filter(organization__isnull=False)
+        return queryset
+
+
+@admin.register(Price)
+class PriceAdmin(TenantScopedAdminMixin, ModelAdmin):
+    """Global rows are readable by every member and changed by superusers; a
+    tenant's admins add and edit its overrides. A price an event used is frozen:
+    a change is a new row with a later effective_from."""
+
+    global_rows_readable = True
+    list_display = [
+        "model",
+        "organization",
+        "effective_from",
+        "input_tokens",
+        "output_tokens",
+        "characters",
+        "images",
+        "audio_seconds",
+        "source",
+    ]
+    list_filter = [PriceScopeFilter]
+    list_select_related = ["model__provider", "organization"]
+    search_fields = ["model__slug", "model__provider__slug"]
+    autocomplete_fields = ["model"]
+    show_full_result_count = False
+    fields = ["model", "organization", "effective_from", *METERS, "tiers", "source"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Price | None = None) -> list[str]:
+        if obj is not None and price_is_used(price=obj):
+            return self.fields
+        return []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "organization" and not request.user.is_superuser:
+            field.required = True  # tenant admins write overrides, never global rows
+            field.empty_label = None
+        return field
+
+    def has_change_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
+        if obj is not None and obj.organization_id is None:
+            return request.user.is_superuser
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
+        if obj is not None and price_is_used(price=obj):
+            return False
+        return self.has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Price, form: Any, change: bool) -> None:
+        if not request.user.is_superuser and obj.organization_id is None:
+            raise PermissionError("Only operators change the global catalog.")
+        super().save_model(request, obj, form, change)
+        catalog_cache_clear()
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(TenantScopedAdminMixin, ModelAdmin):
+    """The ledger, read-only: usage is append-only."""
+
+    list_display = [
+        "occurred_at",
+        "organization",
+        "profile",
+        "provider",
+        "model",
+        "operation",
+        "cost",
+        "priced",
+    ]
+    list_filter = [
+        "priced",
+        "provider",
+        ("profile", RelatedOnlyFieldListFilter),
+        "occurred_at",
+    ]
+    list_select_related = ["organization", "profile"]
+    search_fields = ["idempotency_key", "model", "model_requested"]
+    date_hierarchy = None
+    paginator = InfinitePaginator
+    show_full_result_count = False
+    list_per_page = 100
+    actions = ["export_csv", "reprice"]
+
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        filters = list(self.list_filter)
+        if request.user.is_superuser:
+            filters.append("organization")
+        return filters
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Export selected events as CSV")
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[UsageEvent]
+    ) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(
+            csv_rows(queryset.select_related("profile").order_by("-occurred_at", "-id")),
+            content_type="text/csv",
+        )
+        response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+        return response
+
+    @admin.action(description="Reprice selected unpriced events")
+    def reprice(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> None:
+        allowed = queryset.filter(priced=False)
+        if not request.user.is_superuser:
+            allowed = allowed.filter(organization__in=orgs_managed_by(request.user))
+        stats = usage_reprice(event_ids=list(allowed.values_list("id", flat=True)[:100_000]))
+        self.message_user(
+            request,
+            f"Repriced {stats.repriced} of {stats.examined} unpriced event(s); the rest still "
+            "have no price in force at their time.",
+            messages.SUCCESS if stats.repriced else messages.WARNING,
+        )
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(TenantScopedAdminMixin, ModelAdmin):
+    list_display = [
+        "day",
+        "organization",
+        "profile",
+        "provider",
+        "model",
+        "operation",
+        "events",
+        "cost",
+        "unpriced_events",
+    ]
+    list_filter = ["day", "provider"]
+    list_select_related = ["organization", "profile"]
+    paginator = InfinitePaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,153 @@
+"""The catalog as a tenant sees it, and cost estimates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from costs.api.schemas import LongName, Name, Timestamp, pydantic_errors
+from costs.pricing.engine import METERS
+from costs.pricing.normalize import UsageError, normalize_usage
+from costs.selectors.pricing import cost_estimate, pricing_in_force
+from profiles.api.base import TenantApiView
+from profiles.api.errors import ApiError
+from profiles.api.pagination import CappedLimitOffsetPagination
+
+
+class EstimateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Name
+    model: LongName
+    usage: dict[str, Any] = Field(description="Meters or a provider's raw usage object.")
+    at: Timestamp | None = Field(
+        default=None, description="Price in force at this moment (default now)."
+    )
+
+
+def _rate(value: Any) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+class PricingApi(TenantApiView):
+    scopes = {"*": None}  # any scope
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("provider", str),
+            OpenApiParameter("model", str),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("offset", int),
+        ],
+        responses=inline_serializer(
+            "PricingEntry",
+            {
+                "provider": serializers.CharField(),
+                "model": serializers.CharField(),
+                "aliases": serializers.ListField(child=serializers.CharField()),
+                "price_id": serializers.UUIDField(),
+                "effective_from": serializers.DateTimeField(),
+                "override": serializers.BooleanField(),
+                "unit_prices": serializers.DictField(),
+                "tiers": serializers.ListField(child=serializers.DictField()),
+            },
+            many=True,
+        ),
+        operation_id="pricing_list",
+    )
+    def get(self, request: Request) -> Response:
+        entries = pricing_in_force(
+            org=self.org,
+            at=timezone.now(),
+            provider=request.query_params.get("provider"),
+            model=request.query_params.get("model"),
+        )
+        paginator = CappedLimitOffsetPagination()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(
+            [
+                {
+                    "provider": e.model.provider.slug,
+                    "model": e.model.slug,
+                    "aliases": e.model.aliases,
+                    "price_id": str(e.price.pk),
+                    "effective_from": e.price.effective_from.isoformat(),
+                    "override": e.override,
+                    "currency": "USD",
+                    "unit_prices": {
+                        m: _rate(getattr(e.price, m))
+                        for m in METERS
+                        if getattr(e.price, m) is not None
+                    },
+                    "tiers": e.price.tiers,
+                }
+                for e in page
+            ]
+        )
+
+
+class EstimateApi(TenantApiView):
+    scopes = {"*": None}  # any scope
+
+    @extend_schema(
+        request=EstimateIn,
+        responses=inline_serializer(
+            "EstimateOut",
+            {
+                "cost": serializers.CharField(),
+                "currency": serializers.CharField(),
+                "price_id": serializers.UUIDField(),
+                "model": serializers.CharField(),
+                "breakdown": serializers.DictField(child=serializers.CharField()),
+            },
+        ),
+        operation_id="estimate",
+    )
+    def post(self, request: Request) -> Response:
+        details: dict[str, str] = {}
+        body = request.data if isinstance(request.data, dict) else {}
+        try:
+            data = EstimateIn.model_validate(body)
+        except ValidationError as exc:
+            details = pydantic_errors(exc)
+            data = None
+        meters: dict[str, Any] = {}
+        if isinstance(body.get("usage"), dict):
+            try:
+                meters = normalize_usage(body["usage"])
+            except UsageError as exc:
+                details.pop("usage", None)
+                details.update(exc.with_prefix("usage"))
+        if details or data is None:
+            raise ApiError(
+                "The request is invalid; see details.",
+                details=details or {"non_field_errors": "Send a JSON object."},
+            )
+        estimate = cost_estimate(
+            org=self.org,
+            provider=data.provider.lower(),
+            model=data.model,
+            usage=meters,
+            at=data.at or timezone.now(),
+        )
+        if not estimate.priced:
+            raise ApiError(
+                f"The catalog has no price for {data.provider}/{data.model}.",
+                code="not_found",
+                status_code=404,
+            )
+        return Response(
+            {
+                "cost": f"{estimate.cost:.12f}",
+                "currency": self.org.currency,
+                "price_id": str(estimate.price_id),
+                "model": estimate.model,
+                "breakdown": {k: f"{v:.12f}" for k, v in estimate.breakdown.items()},
+            }
+        )

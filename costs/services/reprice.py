@@ -1,0 +1,99 @@
+"""Pricing events that arrived before their model had a price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from costs.models import UsageEvent
+from costs.pricing.engine import METERS, price_usage
+from costs.selectors.catalog import model_resolve, price_book
+from costs.services.rollups import rollup_add
+from profiles.models import Organization
+from quotas.services import Charge, Dimensions, budget_charge
+
+BATCH = 500
+
+
+@dataclass
+class RepriceStats:
+    examined: int = 0
+    repriced: int = 0
+
+
+def usage_reprice(
+    *, org: Organization | None = None, event_ids: list[object] | None = None
+) -> RepriceStats:
+    """Price unpriced events whose model now has a price in force at their
+    ``occurred_at``, exactly once: each event is claimed with a row lock
+    (``SKIP LOCKED``, so concurrent runs split the work) and changed only while
+    still unpriced; its rollup row moves by the difference and its budgets are
+    charged the new cost, in the same transaction."""
+    stats = RepriceStats()
+    base = UsageEvent.objects.filter(priced=False)
+    if org is not None:
+        base = base.filter(organization=org)
+    if event_ids is not None:
+        base = base.filter(id__in=event_ids)
+    last_id = None
+    while True:  # keyset over id: events that cannot be priced yet are passed over
+        with transaction.atomic():
+            qs = base if last_id is None else base.filter(id__gt=last_id)
+            batch = list(
+                qs.select_related("organization")
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("id")[:BATCH]
+            )
+            if not batch:
+                return stats
+            last_id = batch[-1].id
+            stats.examined += len(batch)
+            stats.repriced += _reprice_batch(batch)
+
+
+def _reprice_batch(events: list[UsageEvent]) -> int:
+    by_org: dict[object, list[UsageEvent]] = {}
+    for e in events:
+        by_org.setdefault(e.organization_id, []).append(e)
+    changed = 0
+    for group in by_org.values():
+        org = group[0].organization
+        resolved = {
+            e.pk: model_resolve(provider=e.provider, model=e.model_requested) for e in group
+        }
+        book = price_book(org=org, model_ids={r.id for r in resolved.values() if r})
+        before: list[UsageEvent] = []
+        after: list[UsageEvent] = []
+        charges: list[Charge] = []
+        for e in group:
+            r = resolved[e.pk]
+            price = book.at(r.id, e.occurred_at) if r else None
+            if price is None:
+                continue
+            result = price_usage(price.rates, {m: getattr(e, m) for m in METERS})
+            old = UsageEvent(
+                **{f.attname: getattr(e, f.attname) for f in UsageEvent._meta.concrete_fields}
+            )
+            e.priced, e.cost, e.price_id = True, result.total, price.id
+            e.ai_model_id, e.model = r.id, r.slug
+            e.cost_breakdown = {k: str(v) for k, v in result.lines.items()}
+            before.append(old)
+            after.append(e)
+            charges.append(
+                Charge(
+                    dims=Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation),
+                    occurred_at=e.occurred_at,
+                    amounts={"cost": e.cost},
+                )
+            )
+        if not after:
+            continue
+        UsageEvent.objects.bulk_update(
+            after, ["priced", "cost", "price", "ai_model", "model", "cost_breakdown"]
+        )
+        rollup_add(events=before, sign=-1)
+        rollup_add(events=after)
+        budget_charge(org=org, charges=charges)
+        changed += len(after)
+    return changed
