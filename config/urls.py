@@ -9,6 +9,7 @@ from config.health import healthz
 api_v1 = [
     path("", include("profiles.api.urls")),
     path("", include("costs.api.urls")),
+    path("", include("quotas.api.urls")),
 ]
 
 urlpatterns = [

@@ -119,6 +119,42 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
     list_filter = ["active"]
     list_select_related = ["organization"]
     search_fields = ["external_id", "display_name"]
+    readonly_fields = ["quota_and_usage"]
+
+    @admin.display(description="Quota and usage this month")
+    def quota_and_usage(self, obj: Profile) -> str:
+        if obj.pk is None:
+            return "—"
+        from django.utils.html import format_html, format_html_join
+
+        from costs.selectors.analytics import profile_month_spend
+        from quotas.admin import progress_bar
+        from quotas.selectors import budget_list, budget_states, budget_status
+
+        spend = profile_month_spend(profile=obj)
+        budgets = list(budget_list(org=obj.organization, profile=obj))
+        rows = [budget_status(s) for s in budget_states(org=obj.organization, budgets=budgets)]
+        items = format_html_join(
+            "",
+            "<li>{} ({} {}): {} of {} {}</li>",
+            (
+                (
+                    r["name"],
+                    r["period"],
+                    r["metric"],
+                    r["spent"],
+                    r["limit"],
+                    progress_bar(float(r["percent_used"]), []),
+                )
+                for r in rows
+            ),
+        )
+        return format_html(
+            "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>",
+            f"{spend['cost']:.2f}",
+            spend["events"],
+            items or format_html("<li>No budget applies to this profile.</li>"),
+        )
 
 
 class ApiKeyForm(forms.ModelForm):

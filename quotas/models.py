@@ -1,0 +1,182 @@
+"""The limiter engine's state: budgets, their period counters and reservations."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+from profiles.models import ApiKey, BaseModel, Organization, Profile
+
+AMOUNT = {"max_digits": 24, "decimal_places": 12}
+
+
+def validate_thresholds(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Give a list of percentages, e.g. [80, 100].")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 1000:
+            raise ValidationError("Each threshold is a whole percentage from 1 to 1000.")
+    if len(set(value)) != len(value):
+        raise ValidationError("Thresholds must be distinct.")
+
+
+def default_thresholds() -> list[int]:
+    return [80, 100]
+
+
+class Budget(BaseModel):
+    """A limit on one metric over a recurring period, for the usage its scope
+    filters match (an empty filter matches everything)."""
+
+    class Metric(models.TextChoices):
+        COST = "cost", "Cost"
+        REQUESTS = "requests", "Requests"
+        INPUT_TOKENS = "input_tokens", "Input tokens"
+        OUTPUT_TOKENS = "output_tokens", "Output tokens"
+        TOTAL_TOKENS = "total_tokens", "Total tokens"
+        IMAGES = "images", "Images"
+        CHARACTERS = "characters", "Characters"
+        AUDIO_SECONDS = "audio_seconds", "Audio seconds"
+
+    class Period(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly (from Monday)"
+        MONTHLY = "monthly", "Monthly"
+        TOTAL = "total", "Total (never resets)"
+
+    class Action(models.TextChoices):
+        BLOCK = "block", "Block (deny pre-flight checks)"
+        WARN = "warn", "Warn only"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="budgets")
+    name = models.CharField(max_length=200)
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
+    provider = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    operation = models.CharField(max_length=100, blank=True)
+    metric = models.CharField(max_length=20, choices=Metric.choices, default=Metric.COST)
+    period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTHLY)
+    limit = models.DecimalField(**AMOUNT)
+    thresholds = models.JSONField(default=default_thresholds, validators=[validate_thresholds])
+    action = models.CharField(max_length=5, choices=Action.choices, default=Action.BLOCK)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(limit__gt=0), name="budget_limit_positive"),
+            models.CheckConstraint(
+                condition=Q(
+                    metric__in=[
+                        "cost",
+                        "requests",
+                        "input_tokens",
+                        "output_tokens",
+                        "total_tokens",
+                        "images",
+                        "characters",
+                        "audio_seconds",
+                    ]
+                ),
+                name="budget_metric_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(period__in=["daily", "weekly", "monthly", "total"]),
+                name="budget_period_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(action__in=["block", "warn"]), name="budget_action_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "active"], name="budget_org_active")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_money(self) -> bool:
+        return self.metric == self.Metric.COST
+
+
+class BudgetPeriod(models.Model):
+    """The counters of one budget over one period. A new period is a new row,
+    computed from the clock: nothing ever zeroes a counter."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    spent = models.DecimalField(**AMOUNT, default=0)
+    reserved = models.DecimalField(**AMOUNT, default=0)
+    opened_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "start"], name="period_unique_start"),
+            models.CheckConstraint(condition=Q(spent__gte=0), name="period_spent_non_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="period_reserved_non_negative"
+            ),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="period_end_after_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} from {self.start:%Y-%m-%d}"
+
+
+class Reservation(models.Model):
+    """A hold taken by a pre-flight check on every block budget that applies."""
+
+    class Status(models.TextChoices):
+        HELD = "held", "Held"
+        SETTLED = "settled", "Settled"
+        RELEASED = "released", "Released"
+        EXPIRED = "expired", "Expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    profile = models.ForeignKey(
+        Profile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
+    estimate = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="reservation_held_expiry", condition=Q(status="held")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation {self.id} ({self.status})"
+
+
+class ReservationHold(models.Model):
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="holds")
+    period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="holds")
+    amount = models.DecimalField(**AMOUNT)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="hold_amount_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} on {self.period}"

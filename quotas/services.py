@@ -1,15 +1,37 @@
-"""The limiter engine's writes. It counts amounts along dimensions it is handed
-and knows nothing of prices: the ledger tells it what was spent."""
+"""The limiter engine's writes: check, reserve, charge, settle, release, expire.
+
+It counts amounts along dimensions it is handed and knows nothing of prices:
+the ledger tells it what was spent (``budget_charge``) and, for a period opened
+for the first time, what had been spent before (``quotas.spend``).
+
+Concurrency: every counter change is a conditional or additive UPDATE; rows of
+``BudgetPeriod`` are always locked in (budget id, period start) order and a
+reservation's own row before its periods, so concurrent reservations, charges
+and releases never deadlock, and a reservation never pushes spent + reserved
+of a block budget past its limit.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
 from profiles.models import Organization
+from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
+from quotas.periods import period_bounds
+from quotas.spend import spend_between
+
+COUNT_METRICS = {m for m in Budget.Metric.values if m != "cost"}
 
 
 @dataclass(frozen=True)
@@ -34,9 +56,343 @@ class Charge:
     reservation_id: uuid.UUID | None = None
 
 
-def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> None:
-    """Add actual usage to every matching budget period; never refuses (the money
-    is already spent). Called by the ledger inside the ingestion transaction.
+class LimiterUnavailable(Exception):
+    """The limiter could not answer (database error, lock timeout)."""
 
-    No budgets exist yet, so there is nothing to charge."""
-    return None
+
+class ReservationNotFound(Exception):
+    pass
+
+
+@dataclass
+class BudgetState:
+    budget: Budget
+    period: BudgetPeriod
+
+
+@dataclass
+class CheckResult:
+    allowed: bool
+    states: list[BudgetState]
+    denied: list[BudgetState] = field(default_factory=list)
+    reservation: Reservation | None = None
+
+    @property
+    def money_denied(self) -> bool:
+        return any(s.budget.is_money for s in self.denied)
+
+
+# -- matching and periods --------------------------------------------------------------
+
+
+def budget_matches(budget: Budget, dims: Dimensions) -> bool:
+    return (
+        (budget.profile_id is None or budget.profile_id == dims.profile_id)
+        and (budget.api_key_id is None or budget.api_key_id == dims.api_key_id)
+        and (not budget.provider or budget.provider == dims.provider)
+        and (not budget.model or budget.model == dims.model)
+        and (not budget.operation or budget.operation == dims.operation)
+    )
+
+
+def active_budgets(org: Organization) -> list[Budget]:
+    return list(Budget.objects.filter(organization=org, active=True).order_by("id"))
+
+
+def amount_for(metric: str, amounts: Mapping[str, Decimal | int]) -> Decimal:
+    return Decimal(amounts.get(metric, 0))
+
+
+def _period_key(budget: Budget, org: Organization, at: datetime) -> tuple[str, datetime, datetime]:
+    start, end = period_bounds(budget.period, org.tz, at)
+    return str(budget.pk), start, end
+
+
+def period_ensure(budget: Budget, start: datetime, end: datetime) -> tuple[BudgetPeriod, bool]:
+    """The period row of ``budget`` starting at ``start``, created if missing with
+    ``spent`` taken from the ledger. Returns (period, opened_here). When this
+    call opened it, the ledger sum already includes whatever the current
+    transaction recorded, so callers must not add those amounts again."""
+    existing = BudgetPeriod.objects.filter(budget=budget, start=start).first()
+    if existing is not None:
+        return existing, False
+    spent = spend_between(budget, start, end)
+    table = BudgetPeriod._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO {table} (budget_id, start, "end", spent, reserved, opened_at) '  # noqa: S608
+            "VALUES (%s, %s, %s, %s, 0, %s) ON CONFLICT (budget_id, start) DO NOTHING RETURNING id",
+            [
+                _db_uuid(budget.pk),
+                connection.ops.adapt_datetimefield_value(start),
+                connection.ops.adapt_datetimefield_value(end),
+                connection.ops.adapt_decimalfield_value(spent, 24, 12),
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+            ],
+        )
+        row = cursor.fetchone()
+    period = BudgetPeriod.objects.get(budget=budget, start=start)
+    return period, row is not None
+
+
+def _db_uuid(value: uuid.UUID) -> object:
+    return value.hex if connection.vendor == "sqlite" else value
+
+
+def current_states(org: Organization, budgets: Iterable[Budget], at: datetime) -> list[BudgetState]:
+    """Each budget with its period containing ``at`` (opened if needed)."""
+    states = []
+    for budget in sorted(budgets, key=lambda b: str(b.pk)):
+        _, start, end = _period_key(budget, org, at)
+        period, _ = period_ensure(budget, start, end)
+        states.append(BudgetState(budget, period))
+    return states
+
+
+def _lock_timeout() -> None:
+    if connection.vendor == "postgresql":
+        ms = int(getattr(settings, "QUOTA_LOCK_TIMEOUT_MS", 2000))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {ms}")
+
+
+# -- check and reserve -----------------------------------------------------------------
+
+
+def quota_check(
+    *,
+    org: Organization,
+    dims: Dimensions,
+    amounts: Mapping[str, Decimal | int],
+    reserve: bool = False,
+    ttl_seconds: int = 300,
+    api_key_id: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> CheckResult:
+    """Would ``amounts`` pass every applicable block budget? With ``reserve``,
+    take the hold on all of them atomically or on none.
+
+    Raises LimiterUnavailable when the database cannot answer."""
+    now = now or timezone.now()
+    try:
+        budgets = [b for b in active_budgets(org) if budget_matches(b, dims)]
+        if not reserve:
+            with transaction.atomic():
+                states = current_states(org, budgets, now)
+            denied = [s for s in states if _would_exceed(s, amounts)]
+            return CheckResult(allowed=not denied, states=states, denied=denied)
+        result = _reserve(org, dims, budgets, amounts, ttl_seconds, now)
+        if not result.allowed and reservations_expire(org=org, now=now):
+            # Stale holds were counted against us; they are gone now, try once more.
+            result = _reserve(org, dims, budgets, amounts, ttl_seconds, now)
+        return result
+    except DatabaseError as exc:
+        raise LimiterUnavailable(str(exc)) from exc
+
+
+def _would_exceed(state: BudgetState, amounts: Mapping[str, Decimal | int]) -> bool:
+    if state.budget.action != Budget.Action.BLOCK:
+        return False
+    p = state.period
+    return p.spent + p.reserved + amount_for(state.budget.metric, amounts) > state.budget.limit
+
+
+class _Denied(Exception):
+    def __init__(self, state: BudgetState) -> None:
+        self.state = state
+
+
+def _reserve(
+    org: Organization,
+    dims: Dimensions,
+    budgets: list[Budget],
+    amounts: Mapping[str, Decimal | int],
+    ttl_seconds: int,
+    now: datetime,
+) -> CheckResult:
+    try:
+        with transaction.atomic():
+            _lock_timeout()
+            states = current_states(org, budgets, now)
+            holds: list[tuple[BudgetState, Decimal]] = []
+            for state in states:  # sorted by budget id: one lock order for everyone
+                if state.budget.action != Budget.Action.BLOCK:
+                    continue
+                amount = amount_for(state.budget.metric, amounts)
+                won = (
+                    BudgetPeriod.objects.filter(pk=state.period.pk)
+                    .alias(committed=F("spent") + F("reserved"))
+                    .filter(committed__lte=state.budget.limit - amount)
+                    .update(reserved=F("reserved") + amount)
+                )
+                if not won:
+                    state.period.refresh_from_db()
+                    raise _Denied(state)
+                holds.append((state, amount))
+            reservation = Reservation.objects.create(
+                organization=org,
+                profile_id=dims.profile_id,
+                api_key_id=dims.api_key_id,
+                expires_at=now + timedelta(seconds=ttl_seconds),
+                estimate={k: str(v) for k, v in amounts.items()},
+            )
+            ReservationHold.objects.bulk_create(
+                [
+                    ReservationHold(reservation=reservation, period=s.period, amount=a)
+                    for s, a in holds
+                ]
+            )
+            for state in states:
+                state.period.refresh_from_db()
+            return CheckResult(allowed=True, states=states, reservation=reservation)
+    except _Denied as denied:
+        states = current_states(org, budgets, now)
+        return CheckResult(allowed=False, states=states, denied=[denied.state])
+
+
+# -- charge, settle, release, expire ------------------------------------------------------
+
+
+def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[BudgetState]:
+    """Add actual usage to every matching budget period (any action); never refuses,
+    the money is already spent. Settles the reservations the charges cite, each
+    exactly once. Called by the ledger inside the ingestion transaction.
+
+    Returns the touched budgets' states for the period of the latest charge."""
+    budgets = active_budgets(org)
+    settle_ids = {c.reservation_id for c in charges if c.reservation_id}
+    if not budgets and not settle_ids:
+        return []
+    increments: dict[tuple[str, datetime, datetime], Decimal] = defaultdict(Decimal)
+    by_id = {str(b.pk): b for b in budgets}
+    for ch in charges:
+        for budget in budgets:
+            if budget_matches(budget, ch.dims):
+                increments[_period_key(budget, org, ch.occurred_at)] += amount_for(
+                    budget.metric, ch.amounts
+                )
+    _, releases = _claim_reservations(org, settle_ids, Reservation.Status.SETTLED)
+    touched: dict[int, BudgetPeriod] = {}
+    keys = sorted(set(increments) | {k for k in releases}, key=lambda k: (k[0], k[1]))
+    for key in keys:
+        budget_id, start, end = key
+        if key in increments:
+            period, opened = period_ensure(by_id[budget_id], start, end)
+            add = Decimal(0) if opened else increments[key]
+        else:
+            period, add = BudgetPeriod.objects.get(budget_id=budget_id, start=start), Decimal(0)
+        _apply(period.pk, spent=add, release=releases.get(key, Decimal(0)))
+        touched[period.pk] = period
+    periods = BudgetPeriod.objects.filter(pk__in=touched).select_related("budget")
+    return [BudgetState(p.budget, p) for p in periods]
+
+
+def _apply(period_id: int, *, spent: Decimal, release: Decimal) -> None:
+    if not spent and not release:
+        return
+    updates: dict[str, object] = {}
+    if spent:
+        updates["spent"] = F("spent") + spent
+    if release:
+        updates["reserved"] = Greatest(F("reserved") - release, Value(Decimal(0)))
+    BudgetPeriod.objects.filter(pk=period_id).update(**updates)
+
+
+def _claim_reservations(
+    org: Organization, ids: Iterable[uuid.UUID], status: str
+) -> tuple[list[uuid.UUID], dict[tuple[str, datetime, datetime], Decimal]]:
+    """Move held reservations to ``status`` (only those still held: the row
+    count decides, so a retry or a race releases nothing twice) and return the
+    amounts to take off each period's ``reserved``."""
+    ids = list(ids)
+    if not ids:
+        return [], {}
+    won = []
+    for rid in sorted(ids, key=str):
+        if Reservation.objects.filter(
+            pk=rid, organization=org, status=Reservation.Status.HELD
+        ).update(status=status, ended_at=timezone.now()):
+            won.append(rid)
+    releases: dict[tuple[str, datetime, datetime], Decimal] = defaultdict(Decimal)
+    for hold in ReservationHold.objects.filter(reservation_id__in=won).select_related("period"):
+        p = hold.period
+        releases[(str(p.budget_id), p.start, p.end)] += hold.amount
+    return won, releases
+
+
+def _release_holds(releases: Mapping[tuple[str, datetime, datetime], Decimal]) -> None:
+    for key in sorted(releases, key=lambda k: (k[0], k[1])):
+        budget_id, start, _ = key
+        BudgetPeriod.objects.filter(budget_id=budget_id, start=start).update(
+            reserved=Greatest(F("reserved") - releases[key], Value(Decimal(0)))
+        )
+
+
+def reservation_release(*, org: Organization, reservation_id: uuid.UUID) -> Reservation:
+    """Release a hold. Raises ReservationNotFound for an unknown id or another
+    tenant's; releasing a reservation no longer held changes nothing."""
+    reservation = Reservation.objects.filter(pk=reservation_id, organization=org).first()
+    if reservation is None:
+        raise ReservationNotFound(str(reservation_id))
+    with transaction.atomic():
+        _, releases = _claim_reservations(org, [reservation_id], Reservation.Status.RELEASED)
+        _release_holds(releases)
+    reservation.refresh_from_db()
+    return reservation
+
+
+def reservations_expire(*, org: Organization | None = None, now: datetime | None = None) -> int:
+    """Expire held reservations past their ``expires_at`` and return their amounts;
+    returns how many expired. Idempotent under concurrency."""
+    now = now or timezone.now()
+    qs = Reservation.objects.filter(status=Reservation.Status.HELD, expires_at__lte=now)
+    if org is not None:
+        qs = qs.filter(organization=org)
+    count = 0
+    for organization_id, rid in qs.values_list("organization_id", "id")[:10_000]:
+        with transaction.atomic():
+            target = org if org is not None else Organization(pk=organization_id)
+            won, releases = _claim_reservations(target, [rid], Reservation.Status.EXPIRED)
+            _release_holds(releases)
+            count += len(won)
+    return count
+
+
+# -- budgets ---------------------------------------------------------------------------
+
+_COUNTED = ("profile", "api_key", "provider", "model", "operation", "metric", "period")
+
+
+def budget_create(*, org: Organization, **fields: object) -> Budget:
+    """Create a budget and open its current period at once, starting from what
+    the ledger says its filters already used this period."""
+    with transaction.atomic():
+        budget = Budget(organization=org, **fields)
+        budget.full_clean()
+        budget.save()
+        current_states(org, [budget], timezone.now())
+    return budget
+
+
+def budget_update(*, budget: Budget, **changes: object) -> Budget:
+    """Change a budget. When what it counts changes (filters, metric, period), the
+    current period's ``spent`` is recomputed from the ledger; holds stay."""
+    recount = any(
+        k in changes and getattr(budget, k) != v for k, v in changes.items() if k in _COUNTED
+    )
+    for key, value in changes.items():
+        setattr(budget, key, value)
+    budget.full_clean()
+    with transaction.atomic():
+        budget.save()
+        org = budget.organization
+        (state,) = current_states(org, [budget], timezone.now())
+        if recount:
+            spent = spend_between(budget, state.period.start, state.period.end)
+            BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
+    return budget
+
+
+def budget_delete(*, budget: Budget) -> None:
+    """Delete a budget with its periods; its open reservations lose that hold."""
+    budget.delete()

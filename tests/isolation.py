@@ -14,6 +14,7 @@ from typing import Any
 from django.db import models
 
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
+from quotas.models import Budget, Reservation
 from profiles.models import ApiKey, Membership, Organization, Profile
 from tests.factories import MembershipFactory, ProfileFactory, UserFactory, make_key
 
@@ -69,9 +70,35 @@ ADMIN_OBJECT_MAKERS: dict[type[models.Model], Callable[[Any], models.Model]] = {
     DailyUsage: lambda t: DailyUsage.objects.get(
         organization=t.org, day=seed_usage(t).day, provider=f"{t.org.slug}-provider"
     ),
+    Budget: lambda t: _budget(t),
+    Reservation: lambda t: _reservation(t),
 }
 
+
 # url name -> function(tenant) returning the kwargs that name the tenant's object
-API_URL_KWARGS: dict[str, Callable[[Any], dict[str, str]]] = {
+def _budget(t: Any) -> Any:
+    from decimal import Decimal
+
+    from quotas.services import budget_create
+
+    return budget_create(org=t.org, name=f"{t.org.slug}-budget", limit=Decimal("10"))
+
+
+def _reservation(t: Any) -> Any:
+    from quotas.services import Dimensions, quota_check
+
+    _budget(t)
+    result = quota_check(
+        org=t.org,
+        dims=Dimensions(None, None, "openai", "gpt-4o", "default"),
+        amounts={"cost": 1},
+        reserve=True,
+    )
+    return result.reservation
+
+
+API_URL_KWARGS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "profiles-detail": lambda t: {"external_id": t.profile.external_id},
+    "budgets-detail": lambda t: {"budget_id": _budget(t).pk},
+    "reservation-detail": lambda t: {"reservation_id": _reservation(t).pk},
 }

@@ -23,6 +23,7 @@ from costs.models import UsageEvent
 from costs.services import EventInput, EventResult, usage_record
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
+from quotas.selectors import budget_status
 
 UsageRecordOut = inline_serializer(
     "UsageRecorded",
@@ -39,7 +40,9 @@ UsageRecordOut = inline_serializer(
 )
 
 
-def event_body(event: UsageEvent, currency: str) -> dict[str, Any]:
+def event_body(
+    event: UsageEvent, currency: str, budgets: list[Any] | None = None
+) -> dict[str, Any]:
     return {
         "id": str(event.id),
         "cost": f"{event.cost:.12f}",
@@ -48,7 +51,7 @@ def event_body(event: UsageEvent, currency: str) -> dict[str, Any]:
         "price_id": str(event.price_id) if event.price_id else None,
         "model": event.model,
         "provider": event.provider,
-        "budgets": [],
+        "budgets": [budget_status(s) for s in budgets or []],
     }
 
 
@@ -91,7 +94,7 @@ class _UsageIngestBase(TenantApiView):
                     "id": str(result.event.id),
                 },
             )
-        return result.status, event_body(result.event, self.org.currency)
+        return result.status, event_body(result.event, self.org.currency, result.budgets)
 
 
 class UsageRecordApi(_UsageIngestBase):

@@ -27,7 +27,15 @@ from costs.pricing.engine import METERS, price_usage
 from costs.selectors.catalog import PriceBook, model_resolve, price_book
 from costs.services.rollups import rollup_add
 from profiles.models import ApiKey, Organization, Profile
-from quotas.services import Charge, Dimensions, budget_charge
+from quotas.services import (
+    BudgetState,
+    Charge,
+    Dimensions,
+    active_budgets,
+    budget_charge,
+    budget_matches,
+    current_states,
+)
 
 
 @dataclass
@@ -52,6 +60,7 @@ class EventInput:
 class EventResult:
     status: int  # 201 recorded, 200 replay, 409 conflicting reuse of the key
     event: UsageEvent
+    budgets: list[BudgetState] = field(default_factory=list)
 
 
 def _price_event(
@@ -157,9 +166,19 @@ def usage_record(
                 e.idempotency_key: e
                 for e in UsageEvent.objects.filter(organization=org, idempotency_key__in=keys)
             }
+        states: list[BudgetState] = []
         if inserted:
             rollup_add(events=inserted)
-            budget_charge(org=org, charges=[_charge(e) for e in inserted])
+            states = budget_charge(org=org, charges=[_charge(e) for e in inserted])
+        if existing and any(
+            e.request_hash == existing[e.idempotency_key].request_hash
+            for e in events
+            if e.idempotency_key in existing
+        ):
+            # Replays answer with the budgets as they stand now.
+            budgets = active_budgets(org)
+            if budgets:
+                states += current_states(org, budgets, now)
 
     recorded = {e.idempotency_key: e for e in inserted} | existing
     new_keys = {e.idempotency_key for e in inserted}
@@ -169,12 +188,29 @@ def usage_record(
         row = recorded[ev.idempotency_key]
         if ev.request_hash != row.request_hash:
             results.append(EventResult(409, row))
-        elif ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen:
-            results.append(EventResult(201, row))
-        else:
-            results.append(EventResult(200, row))
+            continue
+        status = (
+            201 if ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen else 200
+        )
         first_seen.add(ev.idempotency_key)
+        results.append(EventResult(status, row, _states_for(row, states, tz)))
     return results
+
+
+def _states_for(row: UsageEvent, states: list[BudgetState], tz: object) -> list[BudgetState]:
+    """The budgets an event counts against, in the period it fell in (or, for a
+    replay, the current one)."""
+    if not states:
+        return []
+    dims = Dimensions(row.profile_id, row.api_key_id, row.provider, row.model, row.operation)
+    chosen: dict[object, BudgetState] = {}
+    for state in states:
+        if not budget_matches(state.budget, dims):
+            continue
+        contains = state.period.start <= row.occurred_at < state.period.end
+        if contains or state.budget.pk not in chosen:
+            chosen[state.budget.pk] = state
+    return sorted(chosen.values(), key=lambda s: s.budget.name)
 
 
 def _charge(e: UsageEvent) -> Charge:

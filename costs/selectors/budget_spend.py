@@ -1,0 +1,39 @@
+"""The ledger's answer to "how much of this budget's metric was used between
+two instants": what a new budget period starts from, and what reconciliation
+compares counters to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.db.models import Case, F, Sum, When
+
+from costs.models import UsageEvent
+
+if TYPE_CHECKING:
+    from quotas.models import Budget
+
+# Each event counts as at least one request, as the ingestion charge does.
+_METRIC_EXPRESSIONS = {
+    "cost": F("cost"),
+    "requests": Case(When(requests=0, then=1), default=F("requests")),
+    "total_tokens": F("input_tokens") + F("output_tokens"),
+}
+
+
+def ledger_spend(budget: Budget, start: datetime, end: datetime) -> Decimal:
+    qs = UsageEvent.objects.filter(
+        organization_id=budget.organization_id, occurred_at__gte=start, occurred_at__lt=end
+    )
+    if budget.profile_id:
+        qs = qs.filter(profile_id=budget.profile_id)
+    if budget.api_key_id:
+        qs = qs.filter(api_key_id=budget.api_key_id)
+    for name in ("provider", "model", "operation"):
+        if value := getattr(budget, name):
+            qs = qs.filter(**{name: value})
+    expression = _METRIC_EXPRESSIONS.get(budget.metric, F(budget.metric))
+    total = qs.aggregate(total=Sum(expression))["total"]
+    return Decimal(total or 0)

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from unfold.admin import ModelAdmin, TabularInline
+
+from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
+from profiles.tenancy import orgs_managed_by
+from quotas.models import Budget, BudgetPeriod, Reservation
+from quotas.selectors import budget_states, budget_status
+from quotas.services import budget_create, budget_update, reservation_release
+
+
+def progress_bar(percent: float, thresholds: list[int]) -> str:
+    """A bar colored at the budget's alert thresholds: green below the first,
+    amber past it, red past the last (or 100%)."""
+    low = min(thresholds) if thresholds else 80
+    high = max(max(thresholds) if thresholds else 100, 100)
+    color = "#16a34a" if percent < low else ("#d97706" if percent < high else "#dc2626")
+    width = max(0.0, min(percent, 100.0))
+    return format_html(
+        '<div class="budget-bar" title="{}%" style="width:140px;height:10px;background:#e5e7eb;'
+        'border-radius:5px;overflow:hidden"><div style="width:{}%;height:100%;background:{}"></div>'
+        "</div>",
+        f"{percent:.1f}",
+        f"{width:.1f}",
+        color,
+    )
+
+
+class BudgetPeriodInline(TenantInlineMixin, TabularInline):
+    model = BudgetPeriod
+    extra = 0
+    fields = ["start", "end", "spent", "reserved", "opened_at"]
+    readonly_fields = fields
+    ordering = ["-start"]
+    max_num = 0
+    can_delete = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
+    list_display = [
+        "name",
+        "organization",
+        "scope",
+        "metric",
+        "period",
+        "limit",
+        "action",
+        "current",
+        "usage_bar",
+        "active",
+    ]
+    list_filter = ["metric", "period", "action", "active"]
+    list_select_related = ["organization", "profile", "api_key"]
+    search_fields = ["name", "profile__external_id"]
+    autocomplete_fields = ["profile"]
+    inlines = [BudgetPeriodInline]
+    fields = [
+        "organization",
+        "name",
+        "profile",
+        "api_key",
+        "provider",
+        "model",
+        "operation",
+        "metric",
+        "period",
+        "limit",
+        "thresholds",
+        "action",
+        "active",
+    ]
+
+    @staticmethod
+    def _status(obj: Budget) -> dict[str, Any]:
+        # Cached on the row object: both columns of one row read it once.
+        if not hasattr(obj, "_status_cache"):
+            (state,) = budget_states(org=obj.organization, budgets=[obj])
+            obj._status_cache = budget_status(state)
+        return obj._status_cache
+
+    @admin.display(description="Scope")
+    def scope(self, obj: Budget) -> str:
+        parts = [
+            f"profile {obj.profile.external_id}" if obj.profile_id else "",
+            f"key {obj.api_key.name}" if obj.api_key_id else "",
+            obj.provider,
+            obj.model,
+            obj.operation,
+        ]
+        return ", ".join(p for p in parts if p) or "whole organization"
+
+    @admin.display(description="This period")
+    def current(self, obj: Budget) -> str:
+        status = self._status(obj)
+        return f"{status['spent']} / {status['limit']}"
+
+    @admin.display(description="Used")
+    def usage_bar(self, obj: Budget) -> str:
+        status = self._status(obj)
+        return progress_bar(
+            float(status["percent_used"]), obj.thresholds
+        )  # display only, not money
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
+        if change:
+            changes = {name: form.cleaned_data[name] for name in form.changed_data}
+            obj.refresh_from_db()
+            budget_update(budget=obj, **changes)
+        else:
+            fields = {f: getattr(obj, f) for f in self.fields if f != "organization"}
+            created = budget_create(org=obj.organization, **fields)
+            obj.pk = created.pk
+
+
+@admin.register(Reservation)
+class ReservationAdmin(TenantScopedAdminMixin, ModelAdmin):
+    list_display = ["id", "organization", "profile", "status", "created_at", "expires_at"]
+    list_filter = ["status"]
+    list_select_related = ["organization", "profile"]
+    actions = ["release"]
+    readonly_fields = [
+        "organization",
+        "profile",
+        "api_key",
+        "status",
+        "estimate",
+        "created_at",
+        "expires_at",
+        "ended_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    @admin.action(description="Release selected holds")
+    def release(self, request: HttpRequest, queryset: QuerySet[Reservation]) -> None:
+        count = 0
+        managed = orgs_managed_by(request.user)
+        for reservation in queryset.filter(
+            status=Reservation.Status.HELD, organization__in=managed
+        ):
+            reservation_release(org=reservation.organization, reservation_id=reservation.pk)
+            count += 1
+        self.message_user(request, f"Released {count} reservation(s).", messages.SUCCESS)

@@ -1,0 +1,226 @@
+"""Pre-flight checks, reservations and budgets."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, inline_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from costs.api.schemas import LongName, Name, pydantic_errors
+from costs.pricing.normalize import UsageError, normalize_usage
+from costs.selectors.catalog import model_resolve
+from costs.selectors.pricing import cost_estimate
+from profiles.api.base import TenantApiView
+from profiles.api.errors import ApiError, error_body
+from quotas.selectors import budget_status, tightest
+from quotas.services import (
+    CheckResult,
+    Dimensions,
+    LimiterUnavailable,
+    ReservationNotFound,
+    quota_check,
+    reservation_release,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_TTL = 24 * 3600
+
+
+class QuotaCheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = Field(default=None, min_length=1, max_length=255)
+    provider: Name
+    model: LongName
+    operation: Name = "default"
+    estimate: dict[str, Any] = Field(
+        description='Usage meters ({"input_tokens": 1500, ...}, a raw provider usage object) '
+        'or {"cost": "0.05"}; "requests" says how many requests the call counts as.'
+    )
+    reserve: bool = False
+    reservation_ttl: int = Field(default=300, ge=1, le=MAX_TTL)
+
+
+class BudgetStatusOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    metric = serializers.CharField()
+    period = serializers.CharField()
+    limit = serializers.CharField()
+    spent = serializers.CharField()
+    reserved = serializers.CharField()
+    remaining = serializers.CharField()
+    percent_used = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    resets_at = serializers.DateTimeField(allow_null=True)
+    action = serializers.CharField()
+
+
+CheckOut = inline_serializer(
+    "QuotaCheckResult",
+    {
+        "allowed": serializers.BooleanField(),
+        "estimated_cost": serializers.CharField(),
+        "currency": serializers.CharField(),
+        "reservation_id": serializers.UUIDField(allow_null=True),
+        "expires_at": serializers.DateTimeField(allow_null=True),
+        "budgets": BudgetStatusOut(many=True),
+    },
+)
+
+
+def _parse_estimate(raw: dict[str, Any]) -> tuple[Decimal | None, dict[str, Any], dict[str, str]]:
+    """(client cost, meters, errors) of the estimate object."""
+    errors: dict[str, str] = {}
+    raw = dict(raw)
+    cost: Decimal | None = None
+    if "cost" in raw:
+        from costs.api.schemas import _money
+
+        try:
+            cost = _money(raw.pop("cost"))
+        except ValueError as exc:
+            errors["estimate.cost"] = str(exc)
+    meters: dict[str, Any] = {}
+    if raw:
+        try:
+            meters = normalize_usage(raw)
+        except UsageError as exc:
+            errors.update(exc.with_prefix("estimate"))
+    elif cost is None and not errors:
+        errors["estimate"] = "Give usage meters or a cost."
+    return cost, meters, errors
+
+
+class QuotaCheckApi(TenantApiView):
+    scopes = {"*": "check"}
+
+    @extend_schema(
+        request=QuotaCheckIn,
+        responses={200: CheckOut, 402: CheckOut, 429: CheckOut},
+        operation_id="quota_check",
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data if isinstance(request.data, dict) else None
+        if body is None:
+            raise ApiError(
+                "The request is invalid; see details.",
+                details={"non_field_errors": "Send a JSON object."},
+            )
+        details: dict[str, str] = {}
+        data: QuotaCheckIn | None = None
+        try:
+            data = QuotaCheckIn.model_validate(body)
+        except ValidationError as exc:
+            details = pydantic_errors(exc)
+        cost = None
+        meters: dict[str, Any] = {}
+        if isinstance(body.get("estimate"), dict):
+            cost, meters, estimate_errors = _parse_estimate(body["estimate"])
+            details.update(estimate_errors)
+        if details or data is None:
+            raise ApiError("The request is invalid; see details.", details=details)
+
+        profile = self.acting_profile(data.profile, create=True)
+        provider = data.provider.strip().lower()
+        resolved = model_resolve(provider=provider, model=data.model)
+        model = resolved.slug if resolved else data.model
+        priced = cost is not None
+        if cost is None:
+            estimate = cost_estimate(
+                org=self.org, provider=provider, model=data.model, usage=meters, at=timezone.now()
+            )
+            cost, priced = estimate.cost, estimate.priced
+        amounts: dict[str, Decimal | int] = {k: v for k, v in meters.items()}
+        amounts["cost"] = cost
+        amounts["requests"] = meters.get("requests") or 1
+        amounts["total_tokens"] = meters.get("input_tokens", 0) + meters.get("output_tokens", 0)
+        key = request.api_key  # type: ignore[attr-defined]
+        dims = Dimensions(
+            profile_id=profile.pk if profile else None,
+            api_key_id=key.pk if key else None,
+            provider=provider,
+            model=model,
+            operation=data.operation,
+        )
+        try:
+            result = quota_check(
+                org=self.org,
+                dims=dims,
+                amounts=amounts,
+                reserve=data.reserve,
+                ttl_seconds=data.reservation_ttl,
+            )
+        except LimiterUnavailable:
+            logger.exception("limiter unavailable for %s", self.org.slug)
+            if self.org.fail_mode == "closed":
+                raise ApiError(
+                    "The limiter is unavailable and this organization fails closed.",
+                    code="limiter_unavailable",
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                ) from None
+            return Response(
+                {
+                    "allowed": True,
+                    "degraded": True,
+                    "estimated_cost": f"{cost:.12f}",
+                    "currency": self.org.currency,
+                    "priced": priced,
+                    "reservation_id": None,
+                    "expires_at": None,
+                    "budgets": [],
+                }
+            )
+        return self._respond(result, cost, priced)
+
+    def _respond(self, result: CheckResult, cost: Decimal, priced: bool) -> Response:
+        body: dict[str, Any] = {
+            "allowed": result.allowed,
+            "estimated_cost": f"{cost:.12f}",
+            "currency": self.org.currency,
+            "priced": priced,
+            "reservation_id": str(result.reservation.pk) if result.reservation else None,
+            "expires_at": result.reservation.expires_at.isoformat() if result.reservation else None,
+            "budgets": [budget_status(s) for s in result.states],
+        }
+        headers: dict[str, str] = {}
+        tight = tightest(result.denied or [s for s in result.states if s.budget.action == "block"])
+        if tight is not None:
+            status = budget_status(tight)
+            headers["X-RateLimit-Limit"] = status["limit"]
+            headers["X-RateLimit-Remaining"] = status["remaining"]
+            headers["X-RateLimit-Reset"] = str(int(tight.period.end.timestamp()))
+        if result.allowed:
+            return Response(body, status=200, headers=headers)
+        wait = max(1, math.ceil((result.denied[0].period.end - timezone.now()).total_seconds()))
+        headers["Retry-After"] = str(wait)
+        status_code = 402 if result.money_denied else 429
+        names = ", ".join(s.budget.name for s in result.denied)
+        return Response(
+            {**error_body("quota_exceeded", f"This call would exceed: {names}.", body), **body},
+            status=status_code,
+            headers=headers,
+        )
+
+
+class ReservationApi(TenantApiView):
+    scopes = {"*": "check"}
+
+    @extend_schema(responses={204: None}, operation_id="reservation_release")
+    def delete(self, request: Request, reservation_id: uuid.UUID) -> Response:
+        try:
+            reservation_release(org=self.org, reservation_id=reservation_id)
+        except ReservationNotFound as exc:
+            raise ApiError("Not found.", code="not_found", status_code=404) from exc
+        return Response(status=204)

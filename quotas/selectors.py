@@ -1,0 +1,68 @@
+"""Limiter reads: budget statuses in the contract's shape."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from profiles.models import Organization, Profile
+from profiles.tenancy import for_org
+from quotas.models import Budget
+from quotas.services import BudgetState, current_states
+
+MONEY_PLACES = Decimal("0.000000000001")
+
+
+def format_amount(budget: Budget, value: Decimal) -> str:
+    """Money with 12 places; counts as whole numbers (audio seconds keep decimals)."""
+    if budget.is_money:
+        return f"{value.quantize(MONEY_PLACES):f}"
+    if budget.metric == Budget.Metric.AUDIO_SECONDS:
+        return f"{value.normalize():f}"
+    return str(int(value))
+
+
+def budget_status(state: BudgetState) -> dict[str, Any]:
+    budget, period = state.budget, state.period
+    used = period.spent + period.reserved
+    remaining = max(budget.limit - used, Decimal(0))
+    percent = (period.spent * 100 / budget.limit).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return {
+        "id": str(budget.pk),
+        "name": budget.name,
+        "metric": budget.metric,
+        "period": budget.period,
+        "limit": format_amount(budget, budget.limit),
+        "spent": format_amount(budget, period.spent),
+        "reserved": format_amount(budget, period.reserved),
+        "remaining": format_amount(budget, remaining),
+        "percent_used": f"{percent:f}",
+        "period_start": period.start.isoformat(),
+        "resets_at": period.end.isoformat() if budget.period != Budget.Period.TOTAL else None,
+        "action": budget.action,
+        "thresholds": budget.thresholds,
+    }
+
+
+def budget_list(*, org: Organization, profile: Profile | None = None) -> QuerySet[Budget]:
+    qs = for_org(Budget.objects.all(), org).select_related("profile", "api_key")
+    if profile is not None:
+        qs = qs.filter(profile=profile)
+    return qs.order_by("name", "id")
+
+
+def budget_states(*, org: Organization, budgets: list[Budget]) -> list[BudgetState]:
+    """The budgets with their current period (opened if the clock moved on)."""
+    return current_states(org, budgets, timezone.now())
+
+
+def tightest(states: list[BudgetState]) -> BudgetState | None:
+    """The state with the least headroom relative to its limit."""
+    if not states:
+        return None
+    return min(
+        states, key=lambda s: (s.budget.limit - s.period.spent - s.period.reserved) / s.budget.limit
+    )
