@@ -14,8 +14,8 @@ from typing import Any
 from django.db import models
 
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
-from quotas.models import Budget, Reservation
 from profiles.models import ApiKey, Membership, Organization, Profile
+from quotas.models import Budget, Reservation
 from tests.factories import MembershipFactory, ProfileFactory, UserFactory, make_key
 
 
