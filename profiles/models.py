@@ -45,6 +45,24 @@ class Organization(BaseModel):
     alert_emails = models.TextField(
         blank=True, help_text="Extra alert recipients besides owners and admins, one per line."
     )
+    webhook_url = models.URLField(
+        blank=True, help_text="Optional Slack-compatible webhook that receives every alert."
+    )
+    webhook_secret = models.CharField(
+        max_length=128, blank=True, help_text="Signs webhook posts (HMAC-SHA256 header)."
+    )
+    spike_factor = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=3,
+        help_text="Alert when a day's spend exceeds this many times the trailing 7-day average.",
+    )
+    spike_min_cost = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        default=1,
+        help_text="Ignore spikes below this amount (a $0.02 day after $0.005 days is noise).",
+    )
 
     class Meta:
         ordering = ["name"]

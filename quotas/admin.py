@@ -9,8 +9,10 @@ from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 
 from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
+from profiles.models import Organization
 from profiles.tenancy import orgs_managed_by
-from quotas.models import Budget, BudgetPeriod, Reservation
+from quotas.alerts import alert_mark_read, alert_resolve
+from quotas.models import Alert, Budget, BudgetPeriod, Delivery, Reservation
 from quotas.selectors import budget_states, budget_status
 from quotas.services import budget_create, budget_update, reservation_release
 
@@ -152,3 +154,118 @@ class ReservationAdmin(TenantScopedAdminMixin, ModelAdmin):
             reservation_release(org=reservation.organization, reservation_id=reservation.pk)
             count += 1
         self.message_user(request, f"Released {count} reservation(s).", messages.SUCCESS)
+
+
+class UnreadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "unread"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("1", "Unread"), ("0", "Read")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Alert]) -> QuerySet[Alert]:
+        if self.value() == "1":
+            return queryset.filter(read_at__isnull=True)
+        if self.value() == "0":
+            return queryset.filter(read_at__isnull=False)
+        return queryset
+
+
+class DeliveryInline(TenantInlineMixin, TabularInline):
+    model = Delivery
+    extra = 0
+    fields = ["channel", "target", "status", "attempts", "last_error", "sent_at"]
+    readonly_fields = fields
+    max_num = 0
+    can_delete = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(TenantScopedAdminMixin, ModelAdmin):
+    list_display = [
+        "created_at",
+        "organization",
+        "severity",
+        "kind",
+        "title",
+        "read_at",
+        "resolved_at",
+    ]
+    list_filter = [UnreadFilter, "kind", "severity"]
+    list_select_related = ["organization"]
+    search_fields = ["title", "message"]
+    readonly_fields = [
+        "organization",
+        "kind",
+        "severity",
+        "title",
+        "message",
+        "budget",
+        "period",
+        "profile",
+        "threshold",
+        "data",
+        "created_at",
+        "read_at",
+        "resolved_at",
+    ]
+    exclude = ["dedup_key"]
+    inlines = [DeliveryInline]
+    actions = ["mark_read", "mark_resolved"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def _managed(self, request: HttpRequest, queryset: QuerySet[Alert]) -> QuerySet[Alert]:
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(organization__in=orgs_managed_by(request.user))
+
+    @admin.action(description="Mark selected alerts read")
+    def mark_read(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        count = 0
+        for org_id in (
+            self._managed(request, queryset).values_list("organization", flat=True).distinct()
+        ):
+            ids = list(queryset.filter(organization_id=org_id).values_list("pk", flat=True))
+            count += alert_mark_read(org=Organization(pk=org_id), alert_ids=ids)
+        self.message_user(request, f"Marked {count} alert(s) read.", messages.SUCCESS)
+
+    @admin.action(description="Mark selected alerts resolved")
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        count = 0
+        for org_id in (
+            self._managed(request, queryset).values_list("organization", flat=True).distinct()
+        ):
+            ids = list(queryset.filter(organization_id=org_id).values_list("pk", flat=True))
+            count += alert_resolve(org=Organization(pk=org_id), alert_ids=ids)
+        self.message_user(request, f"Resolved {count} alert(s).", messages.SUCCESS)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(TenantScopedAdminMixin, ModelAdmin):
+    org_path = "alert__organization"
+    list_display = ["created_at", "alert", "channel", "target", "status", "attempts", "sent_at"]
+    list_filter = ["channel", "status"]
+    list_select_related = ["alert"]
+    readonly_fields = [
+        "alert",
+        "channel",
+        "target",
+        "status",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "lease_until",
+        "sent_at",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -180,3 +180,111 @@ class ReservationHold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} on {self.period}"
+
+
+class Alert(models.Model):
+    """Something an admin should hear about. ``dedup_key`` is unique per
+    organization, so evaluating twice (or from two workers at once) can never
+    make two alerts for the same budget, period and threshold."""
+
+    class Kind(models.TextChoices):
+        THRESHOLD_REACHED = "threshold_reached", "Threshold reached"
+        BUDGET_EXCEEDED = "budget_exceeded", "Budget exceeded"
+        DAILY_SUMMARY = "daily_summary", "Daily summary"
+        UNPRICED_USAGE = "unpriced_usage", "Unpriced usage"
+        SPEND_SPIKE = "spend_spike", "Spend spike"
+        RECONCILIATION_DRIFT = "reconciliation_drift", "Counter drift repaired"
+
+    class Severity(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    budget = models.ForeignKey(
+        Budget, on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+    )
+    period = models.ForeignKey(
+        BudgetPeriod, on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+    )
+    profile = models.ForeignKey(
+        Profile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    threshold = models.PositiveIntegerField(null=True, blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    title = models.CharField(max_length=300)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+    dedup_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "dedup_key"], name="alert_dedup_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["budget", "period", "threshold"],
+                condition=Q(budget__isnull=False, threshold__isnull=False),
+                name="alert_one_per_budget_period_threshold",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="alert_org_created"),
+            models.Index(
+                fields=["organization"], name="alert_org_unread", condition=Q(read_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Delivery(models.Model):
+    """One alert to one recipient on one channel. Claimed with a lease before
+    sending and marked sent after; a sent delivery is never sent again."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (gave up)"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(max_length=500)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "channel", "target"], name="delivery_unique_target"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due",
+                condition=Q(status__in=["pending", "sending"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.target} ({self.status})"

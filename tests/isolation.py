@@ -15,7 +15,7 @@ from django.db import models
 
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from profiles.models import ApiKey, Membership, Organization, Profile
-from quotas.models import Budget, Reservation
+from quotas.models import Alert, Budget, Delivery, Reservation
 from tests.factories import MembershipFactory, ProfileFactory, UserFactory, make_key
 
 
@@ -72,6 +72,13 @@ ADMIN_OBJECT_MAKERS: dict[type[models.Model], Callable[[Any], models.Model]] = {
     ),
     Budget: lambda t: _budget(t),
     Reservation: lambda t: _reservation(t),
+    Alert: lambda t: _alert(t),
+    Delivery: lambda t: Delivery.objects.create(
+        alert=_alert(t),
+        channel="email",
+        target=f"ops@{t.org.slug}.test",
+        next_attempt_at=t.org.created_at,
+    ),
 }
 
 
@@ -97,8 +104,22 @@ def _reservation(t: Any) -> Any:
     return result.reservation
 
 
+def _alert(t: Any) -> Any:
+    from quotas.models import Alert
+
+    return Alert.objects.create(
+        organization=t.org,
+        kind=Alert.Kind.SPEND_SPIKE,
+        title=f"{t.org.slug}-alert",
+        message=f"{t.org.slug} spent a lot",
+        dedup_key=f"iso:{Alert.objects.count()}",
+    )
+
+
 API_URL_KWARGS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "profiles-detail": lambda t: {"external_id": t.profile.external_id},
     "budgets-detail": lambda t: {"budget_id": _budget(t).pk},
     "reservation-detail": lambda t: {"reservation_id": _reservation(t).pk},
+    "alerts-read": lambda t: {"alert_id": _alert(t).pk},
+    "alerts-resolve": lambda t: {"alert_id": _alert(t).pk},
 }

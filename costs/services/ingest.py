@@ -13,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from quotas.services import (
     budget_matches,
     current_states,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,6 +198,36 @@ def usage_record(
         first_seen.add(ev.idempotency_key)
         results.append(EventResult(status, row, _states_for(row, states, tz)))
     return results
+
+
+def _after_commit_checks(
+    org: Organization, inserted: list[UsageEvent], states: list[BudgetState]
+) -> None:
+    """Queue threshold evaluation for budgets in their alert zone, and the
+    unpriced-usage notice, once the ingestion commits. Beat runs both as a
+    safety net, so a broker hiccup here loses nothing."""
+    hot = [
+        str(s.budget.pk)
+        for s in states
+        if s.budget.thresholds and s.period.spent * 100 >= min(s.budget.thresholds) * s.budget.limit
+    ]
+    unpriced = any(not e.priced for e in inserted)
+    if not hot and not unpriced:
+        return
+
+    def enqueue() -> None:
+        from costs.tasks import unpriced_usage
+        from quotas.tasks import evaluate_thresholds
+
+        try:
+            if hot:
+                evaluate_thresholds.delay(str(org.pk), sorted(set(hot)))
+            if unpriced:
+                unpriced_usage.delay(str(org.pk))
+        except Exception:  # noqa: BLE001 - beat evaluates again; never fail recorded usage
+            logger.warning("could not queue post-ingest checks for %s", org.slug, exc_info=True)
+
+    transaction.on_commit(enqueue)
 
 
 def _states_for(row: UsageEvent, states: list[BudgetState], tz: object) -> list[BudgetState]:

@@ -1,0 +1,175 @@
+"""Alerts: raising them exactly once, and evaluating budget thresholds.
+
+An alert's ``dedup_key`` is unique per organization, so two evaluations racing
+(after-commit hook and beat, or two beats) make one alert: the loser's INSERT
+hits the unique index and it moves on. Each new alert gets its deliveries
+(email to owners, admins and extra recipients; the webhook if configured) in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from profiles.models import Organization, Profile
+from profiles.selectors import alert_recipients
+from quotas.models import Alert, Budget, BudgetPeriod, Delivery
+from quotas.services import active_budgets, current_states
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    kind: str
+    dedup_key: str
+    title: str
+    message: str
+    severity: str = Alert.Severity.INFO
+    budget: Budget | None = None
+    period: BudgetPeriod | None = None
+    threshold: int | None = None
+    profile: Profile | None = None
+    data: dict[str, Any] | None = None
+
+
+def alert_raise(*, org: Organization, spec: AlertSpec) -> Alert | None:
+    """Create the alert and its deliveries unless one with the same dedup key
+    exists; returns the new alert, or None when it already existed."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                organization=org,
+                kind=spec.kind,
+                dedup_key=spec.dedup_key,
+                title=spec.title,
+                message=spec.message,
+                severity=spec.severity,
+                budget=spec.budget,
+                period=spec.period,
+                threshold=spec.threshold,
+                profile=spec.profile,
+                data=spec.data or {},
+            )
+            deliveries = []
+            recipients = alert_recipients(org=org)
+            if recipients:
+                deliveries.append(
+                    Delivery(
+                        alert=alert,
+                        channel=Delivery.Channel.EMAIL,
+                        target=", ".join(sorted(recipients)),
+                        next_attempt_at=now,
+                    )
+                )
+            if org.webhook_url:
+                deliveries.append(
+                    Delivery(
+                        alert=alert,
+                        channel=Delivery.Channel.WEBHOOK,
+                        target=org.webhook_url,
+                        next_attempt_at=now,
+                    )
+                )
+            Delivery.objects.bulk_create(deliveries)
+    except IntegrityError:
+        return None
+    return alert
+
+
+def _fmt(budget: Budget, value: Decimal) -> str:
+    if budget.is_money:
+        return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+    unit = budget.get_metric_display().lower()
+    return f"{value.normalize():,f} {unit}"
+
+
+def projection(period: BudgetPeriod, now: datetime) -> Decimal | None:
+    """Linear projection of ``spent`` to the period's end; None for open-ended periods."""
+    total = (period.end - period.start).total_seconds()
+    elapsed = (min(now, period.end) - period.start).total_seconds()
+    if total <= 0 or elapsed <= 0 or total > 400 * 86400:
+        return None
+    return (period.spent * Decimal(total) / Decimal(elapsed)).quantize(Decimal("0.000000000001"))
+
+
+def thresholds_evaluate(
+    *, org: Organization, budget_ids: list[str] | None = None, now: datetime | None = None
+) -> list[Alert]:
+    """Raise an alert for every threshold the current period of each budget has
+    reached (spent against the limit; holds don't count). Idempotent."""
+    now = now or timezone.now()
+    budgets = active_budgets(org)
+    if budget_ids is not None:
+        wanted = {str(b) for b in budget_ids}
+        budgets = [b for b in budgets if str(b.pk) in wanted]
+    raised: list[Alert] = []
+    for state in current_states(org, budgets, now):
+        budget, period = state.budget, state.period
+        percent = period.spent * 100 / budget.limit
+        for threshold in sorted(budget.thresholds):
+            if percent < threshold:
+                break
+            exceeded = threshold >= 100
+            projected = projection(period, now)
+            data = {
+                "budget_id": str(budget.pk),
+                "budget": budget.name,
+                "metric": budget.metric,
+                "period": budget.period,
+                "period_start": period.start.isoformat(),
+                "resets_at": period.end.isoformat(),
+                "limit": str(budget.limit),
+                "spent": str(period.spent),
+                "percent": f"{percent.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}",
+                "threshold": threshold,
+                "projected": str(projected) if projected is not None else None,
+                "limit_display": _fmt(budget, budget.limit),
+                "spent_display": _fmt(budget, period.spent),
+                "projected_display": _fmt(budget, projected) if projected is not None else None,
+                "action": budget.action,
+            }
+            verb = "exceeded" if exceeded else f"reached {threshold}% of"
+            alert = alert_raise(
+                org=org,
+                spec=AlertSpec(
+                    kind=Alert.Kind.BUDGET_EXCEEDED if exceeded else Alert.Kind.THRESHOLD_REACHED,
+                    dedup_key=f"threshold:{budget.pk}:{period.start.isoformat()}:{threshold}",
+                    title=f"{budget.name} {verb} its {budget.get_period_display().lower()} limit",
+                    message=(
+                        f"{budget.name} has used {data['spent_display']} of {data['limit_display']} "
+                        f"({data['percent']}%) this period."
+                    ),
+                    severity=Alert.Severity.CRITICAL if exceeded else Alert.Severity.WARNING,
+                    budget=budget,
+                    period=period,
+                    threshold=threshold,
+                    profile=budget.profile,
+                    data=data,
+                ),
+            )
+            if alert is not None:
+                raised.append(alert)
+    return raised
+
+
+def alert_mark_read(*, org: Organization, alert_ids: list[object] | None = None) -> int:
+    qs = Alert.objects.filter(organization=org, read_at__isnull=True)
+    if alert_ids is not None:
+        qs = qs.filter(pk__in=alert_ids)
+    return qs.update(read_at=timezone.now())
+
+
+def alert_resolve(*, org: Organization, alert_ids: list[object]) -> int:
+    now = timezone.now()
+    Alert.objects.filter(organization=org, pk__in=alert_ids, read_at__isnull=True).update(
+        read_at=now
+    )
+    return Alert.objects.filter(
+        organization=org, pk__in=alert_ids, resolved_at__isnull=True
+    ).update(resolved_at=now)

@@ -1,0 +1,102 @@
+"""Alerts API: list, mark read, resolve, mark all read."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from profiles.api.base import TenantApiView
+from profiles.api.errors import ApiError
+from profiles.api.pagination import CappedLimitOffsetPagination
+from quotas.alerts import alert_mark_read, alert_resolve
+from quotas.models import Alert
+
+
+class AlertOutputSerializer(serializers.ModelSerializer):
+    budget = serializers.UUIDField(source="budget_id", allow_null=True)
+    profile = serializers.CharField(source="profile.external_id", default=None)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "kind",
+            "severity",
+            "title",
+            "message",
+            "budget",
+            "profile",
+            "threshold",
+            "data",
+            "created_at",
+            "read_at",
+            "resolved_at",
+        ]
+
+
+class AlertListApi(TenantApiView):
+    scopes = {"GET": "read"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("unread", str, enum=["1", "0"]),
+            OpenApiParameter("kind", str),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("offset", int),
+        ],
+        responses=AlertOutputSerializer(many=True),
+        operation_id="alerts_list",
+    )
+    def get(self, request: Request) -> Response:
+        alerts = self.scoped(Alert.objects.all()).select_related("profile").order_by("-created_at")
+        if request.profile is not None:  # type: ignore[attr-defined]
+            alerts = alerts.filter(profile=request.profile)  # type: ignore[attr-defined]
+        unread = request.query_params.get("unread")
+        if unread not in (None, "", "0", "1", "true", "false"):
+            raise ApiError("The query is invalid; see details.", details={"unread": "Use 1 or 0."})
+        if unread in ("1", "true"):
+            alerts = alerts.filter(read_at__isnull=True)
+        if kind := request.query_params.get("kind"):
+            alerts = alerts.filter(kind=kind)
+        paginator = CappedLimitOffsetPagination()
+        page = paginator.paginate_queryset(alerts, request, view=self)
+        return paginator.get_paginated_response(AlertOutputSerializer(page, many=True).data)
+
+
+class _AlertAction(TenantApiView):
+    scopes = {"POST": "manage"}
+
+    def alert(self, alert_id: uuid.UUID) -> Alert:
+        return self.get_scoped_or_404(Alert.objects.all(), pk=alert_id)
+
+
+class AlertReadApi(_AlertAction):
+    @extend_schema(request=None, responses=AlertOutputSerializer, operation_id="alerts_read")
+    def post(self, request: Request, alert_id: uuid.UUID) -> Response:
+        alert = self.alert(alert_id)
+        alert_mark_read(org=self.org, alert_ids=[alert.pk])
+        alert.refresh_from_db()
+        return Response(AlertOutputSerializer(alert).data)
+
+
+class AlertResolveApi(_AlertAction):
+    @extend_schema(request=None, responses=AlertOutputSerializer, operation_id="alerts_resolve")
+    def post(self, request: Request, alert_id: uuid.UUID) -> Response:
+        alert = self.alert(alert_id)
+        alert_resolve(org=self.org, alert_ids=[alert.pk])
+        alert.refresh_from_db()
+        return Response(AlertOutputSerializer(alert).data)
+
+
+class AlertReadAllApi(_AlertAction):
+    @extend_schema(
+        request=None,
+        responses=inline_serializer("AlertsReadAll", {"marked": serializers.IntegerField()}),
+        operation_id="alerts_read_all",
+    )
+    def post(self, request: Request) -> Response:
+        return Response({"marked": alert_mark_read(org=self.org)})

@@ -1,0 +1,78 @@
+"""Counters against the ledger: find drift in open periods and repair it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from profiles.models import Organization
+from quotas.alerts import AlertSpec, alert_raise
+from quotas.models import Alert, BudgetPeriod, Reservation, ReservationHold
+from quotas.spend import spend_between
+
+
+@dataclass(frozen=True)
+class Drift:
+    period_id: int
+    budget: str
+    spent_before: Decimal
+    spent_after: Decimal
+    reserved_before: Decimal
+    reserved_after: Decimal
+
+
+def periods_reconcile(*, org: Organization, now: datetime | None = None) -> list[Drift]:
+    """Recompute ``spent`` (from the ledger) and ``reserved`` (from live holds) of
+    every period of ``org`` that is open at ``now``; repair and report drift.
+
+    Each period is locked while it is recomputed: an ingestion that already
+    charged it has committed (so the ledger sum includes its events), and one
+    that has not yet charged it waits and adds its amount after the repair."""
+    now = now or timezone.now()
+    drifts: list[Drift] = []
+    period_ids = list(
+        BudgetPeriod.objects.filter(
+            budget__organization=org, budget__active=True, start__lte=now, end__gt=now
+        )
+        .order_by("budget_id", "start")
+        .values_list("pk", flat=True)
+    )
+    for period_id in period_ids:
+        with transaction.atomic():
+            period = (
+                BudgetPeriod.objects.select_for_update().select_related("budget").get(pk=period_id)
+            )
+            ledger = spend_between(period.budget, period.start, period.end)
+            held = ReservationHold.objects.filter(
+                period_id=period_id, reservation__status=Reservation.Status.HELD
+            ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+            if period.spent != ledger or period.reserved != held:
+                BudgetPeriod.objects.filter(pk=period_id).update(spent=ledger, reserved=held)
+                drifts.append(
+                    Drift(
+                        period_id, period.budget.name, period.spent, ledger, period.reserved, held
+                    )
+                )
+    if drifts:
+        lines = [
+            f"{d.budget}: spent {d.spent_before} -> {d.spent_after}, "
+            f"reserved {d.reserved_before} -> {d.reserved_after}"
+            for d in drifts
+        ]
+        alert_raise(
+            org=org,
+            spec=AlertSpec(
+                kind=Alert.Kind.RECONCILIATION_DRIFT,
+                dedup_key=f"drift:{now.isoformat()}",
+                title=f"Repaired counter drift on {len(drifts)} budget period(s)",
+                message="\n".join(lines),
+                severity=Alert.Severity.WARNING,
+                data={"periods": [d.period_id for d in drifts]},
+            ),
+        )
+    return drifts

@@ -1,0 +1,61 @@
+"""Celery tasks of the limiter: thin wrappers that take ids and call services.
+Every one is idempotent: running it twice at once changes nothing more than once."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from profiles.models import Organization
+from quotas.alerts import thresholds_evaluate
+from quotas.notify import deliveries_send
+from quotas.reconcile import periods_reconcile
+from quotas.services import active_budgets, current_states, reservations_expire
+
+
+def _orgs_with_budgets(org_id: str | None) -> list[Organization]:
+    qs = Organization.objects.filter(budgets__active=True).distinct()
+    if org_id:
+        qs = qs.filter(pk=org_id)
+    return list(qs)
+
+
+@shared_task(name="quotas.evaluate_thresholds")
+def evaluate_thresholds(org_id: str | None = None, budget_ids: list[str] | None = None) -> int:
+    raised = 0
+    for org in _orgs_with_budgets(org_id):
+        raised += len(thresholds_evaluate(org=org, budget_ids=budget_ids))
+    if raised:
+        send_notifications.delay()
+    return raised
+
+
+@shared_task(name="quotas.send_notifications")
+def send_notifications() -> int:
+    return deliveries_send()
+
+
+@shared_task(name="quotas.expire_reservations")
+def expire_reservations() -> int:
+    return reservations_expire()
+
+
+@shared_task(name="quotas.open_periods")
+def open_periods() -> int:
+    """Open the current period of every active budget, so counters and
+    dashboards have their row from the first minute (nothing depends on it:
+    any check or charge opens a missing period itself)."""
+    opened = 0
+    for org in _orgs_with_budgets(None):
+        opened += len(current_states(org, active_budgets(org), timezone.now()))
+    return opened
+
+
+@shared_task(name="quotas.reconcile_counters")
+def reconcile_counters(org_id: str | None = None) -> int:
+    drift = 0
+    for org in _orgs_with_budgets(org_id):
+        drift += len(periods_reconcile(org=org))
+    if drift:
+        send_notifications.delay()
+    return drift
