@@ -58,6 +58,10 @@ class PriceInline(TabularInline):
             Q(organization__isnull=True) | Q(organization__in=orgs_visible_to(request.user))
         )
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may read the catalog reads its history; get_queryset scopes the rows.
+        return request.user.is_superuser or orgs_visible_to(request.user).exists()
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

@@ -11,6 +11,8 @@ from costs.pricing.engine import METERS
 from profiles.models import ApiKey, BaseModel, Organization, Profile
 
 MONEY = {"max_digits": 24, "decimal_places": 12}
+# Sums of many events (rollups) get six more integer digits than one event.
+MONEY_SUM = {"max_digits": 30, "decimal_places": 12}
 # Unit rates are per single token/character/second: $0.0375 per million tokens is
 # 0.0000000375, so rates carry more places than amounts of money do.
 RATE = {"max_digits": 30, "decimal_places": 18, "null": True, "blank": True}
@@ -210,8 +212,8 @@ class DailyUsage(models.Model):
     events = models.BigIntegerField(default=0)
     unpriced_events = models.BigIntegerField(default=0)
     locals().update(_meter_fields())
-    cost = models.DecimalField(**MONEY, default=0)
-    revenue = models.DecimalField(**MONEY, default=0)
+    cost = models.DecimalField(**MONEY_SUM, default=0)
+    revenue = models.DecimalField(**MONEY_SUM, default=0)
 
     class Meta:
         verbose_name_plural = "daily usage"

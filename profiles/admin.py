@@ -126,6 +126,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
         if obj.pk is None:
             return "—"
         from django.utils.html import format_html, format_html_join
+        from django.utils.safestring import mark_safe
 
         from costs.selectors.analytics import profile_month_spend
         from quotas.admin import progress_bar
@@ -153,7 +154,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
             "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>",
             f"{spend['cost']:.2f}",
             spend["events"],
-            items or format_html("<li>No budget applies to this profile.</li>"),
+            items or mark_safe("<li>No budget applies to this profile.</li>"),  # noqa: S308 - a constant
         )
 
 

@@ -11,6 +11,8 @@ from django.db.models import F, Q
 from profiles.models import ApiKey, BaseModel, Organization, Profile
 
 AMOUNT = {"max_digits": 24, "decimal_places": 12}
+# Counters accumulate many events: six more integer digits than one amount.
+COUNTER = {"max_digits": 30, "decimal_places": 12}
 
 
 def validate_thresholds(value: object) -> None:
@@ -114,8 +116,8 @@ class BudgetPeriod(models.Model):
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
     start = models.DateTimeField()
     end = models.DateTimeField()
-    spent = models.DecimalField(**AMOUNT, default=0)
-    reserved = models.DecimalField(**AMOUNT, default=0)
+    spent = models.DecimalField(**COUNTER, default=0)
+    reserved = models.DecimalField(**COUNTER, default=0)
     opened_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -120,6 +120,7 @@ API_URL_KWARGS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "profiles-detail": lambda t: {"external_id": t.profile.external_id},
     "budgets-detail": lambda t: {"budget_id": _budget(t).pk},
     "reservation-detail": lambda t: {"reservation_id": _reservation(t).pk},
+    "profile-dashboard": lambda t: {"external_id": t.profile.external_id},
     "alerts-read": lambda t: {"alert_id": _alert(t).pk},
     "alerts-resolve": lambda t: {"alert_id": _alert(t).pk},
 }

@@ -66,10 +66,25 @@ def _aware(value: Any) -> datetime:
     return parsed
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail at INSERT.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _trimmed(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
 Money = Annotated[Decimal, BeforeValidator(_money)]
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 Timestamp = Annotated[datetime, BeforeValidator(_aware)]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=100)]
-LongName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Name = Annotated[Text, Field(min_length=1, max_length=100), AfterValidator(_trimmed)]
+LongName = Annotated[Text, Field(min_length=1, max_length=200), AfterValidator(_trimmed)]
 
 
 def _tags(value: dict[str, str]) -> dict[str, str]:
@@ -84,8 +99,8 @@ class UsageEventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=255)]
-    profile: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    idempotency_key: Annotated[Text, Field(min_length=1, max_length=255)]
+    profile: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
     provider: Name
     model: LongName
     operation: Name = "default"
@@ -101,8 +116,8 @@ class UsageEventIn(BaseModel):
     occurred_at: Timestamp | None = None
     tags: Annotated[
         dict[
-            Annotated[StrictStr, Field(min_length=1, max_length=100)],
-            Annotated[StrictStr, Field(max_length=500)],
+            Annotated[Text, Field(min_length=1, max_length=100)],
+            Annotated[Text, Field(max_length=500)],
         ],
         AfterValidator(_tags),
     ] = Field(default_factory=dict)
@@ -126,7 +141,8 @@ class UsageEventIn(BaseModel):
 class UsageBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    # Each event is judged alone (a non-object gets its own 400 entry).
+    events: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 def request_hash(raw: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from costs.api.catalog_views import EstimateApi, PricingApi
+from costs.api.dashboard_views import DashboardApi, ProfileDashboardApi
 from costs.api.ledger_views import UsageExportApi, UsageListApi, UsageSummaryApi
 from costs.api.views import UsageBatchApi, UsageRecordApi
 
@@ -20,4 +21,10 @@ urlpatterns = [
     path("usage/summary", UsageSummaryApi.as_view(), name="usage-summary"),
     path("pricing", PricingApi.as_view(), name="pricing"),
     path("estimate", EstimateApi.as_view(), name="estimate"),
+    path("dashboard", DashboardApi.as_view(), name="dashboard"),
+    path(
+        "profiles/<str:external_id>/dashboard",
+        ProfileDashboardApi.as_view(),
+        name="profile-dashboard",
+    ),
 ]

@@ -85,6 +85,8 @@ class _UsageIngestBase(TenantApiView):
         )
 
     def result_body(self, result: EventResult) -> tuple[int, dict[str, Any]]:
+        if result.event is None:
+            return 400, error_body("invalid", "The event is invalid; see details.", result.error)
         if result.status == 409:
             return 409, error_body(
                 "idempotency_conflict",

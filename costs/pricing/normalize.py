@@ -72,10 +72,10 @@ from typing import Any
 
 from .engine import COUNT_METERS, INPUT_SUBSETS, METERS, OUTPUT_SUBSETS
 
-MAX_COUNT: int = 10**15
+MAX_COUNT: int = 10**12
 """Largest accepted count (tokens, characters, images, requests)."""
 
-MAX_AUDIO_SECONDS: int = 10**12
+MAX_AUDIO_SECONDS: int = 10**11
 """Largest accepted ``audio_seconds``."""
 
 AUDIO_SECONDS_PLACES: int = 6

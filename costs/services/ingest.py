@@ -40,6 +40,10 @@ from quotas.services import (
 
 logger = logging.getLogger(__name__)
 
+# No single call costs a billion dollars: a larger figure is a client error,
+# and it keeps sums far inside the rollup and counter columns.
+MAX_EVENT_COST = Decimal(10**9)
+
 
 @dataclass
 class EventInput:
@@ -61,9 +65,10 @@ class EventInput:
 
 @dataclass
 class EventResult:
-    status: int  # 201 recorded, 200 replay, 409 conflicting reuse of the key
-    event: UsageEvent
+    status: int  # 201 recorded, 200 replay, 409 conflicting reuse, 400 refused
+    event: UsageEvent | None
     budgets: list[BudgetState] = field(default_factory=list)
+    error: dict[str, str] | None = None
 
 
 def _price_event(
@@ -89,13 +94,25 @@ def _price_event(
     return shown, resolved.id if resolved else None, None, Decimal(0), {}, False
 
 
-def _profiles(org: Organization, names: set[str]) -> dict[str, Profile]:
+def _profiles(org: Organization, named: dict[str, str]) -> dict[str, Profile]:
+    """Profiles by external id for ``named`` (idempotency key -> profile name).
+    Profiles are created only for keys not recorded yet, so a replay or a
+    refused conflicting reuse never leaves a new profile behind."""
+    names = set(named.values())
     if not names:
         return {}
     found = {
         p.external_id: p for p in Profile.objects.filter(organization=org, external_id__in=names)
     }
     missing = names - found.keys()
+    if missing:
+        taken = set(
+            UsageEvent.objects.filter(
+                organization=org,
+                idempotency_key__in=[k for k, n in named.items() if n in missing],
+            ).values_list("idempotency_key", flat=True)
+        )
+        missing = {n for k, n in named.items() if n in missing and k not in taken}
     if missing:
         Profile.objects.bulk_create(
             [Profile(organization=org, external_id=n) for n in sorted(missing)],
@@ -114,7 +131,6 @@ def usage_record(
     """Record ``events`` for ``org``; results in input order (see module contract)."""
     now = timezone.now()
     tz = org.tz
-    profiles = _profiles(org, {e.profile for e in events if e.profile})
     resolved_ids = {
         r.id for e in events if (r := model_resolve(provider=e.provider, model=e.model)) is not None
     }
@@ -122,16 +138,22 @@ def usage_record(
 
     # The first event of a key in the request is the candidate; later ones are
     # judged against whatever ends up recorded for that key.
+    firsts: dict[str, EventInput] = {}
+    rejected: dict[str, dict[str, str]] = {}
     candidates: dict[str, UsageEvent] = {}
     for ev in events:
-        if ev.idempotency_key in candidates:
+        if ev.idempotency_key in firsts:
             continue
+        firsts[ev.idempotency_key] = ev
         shown, ai_model_id, price_id, cost, breakdown, priced = _price_event(ev, org, book)
-        profile = profiles.get(ev.profile) if ev.profile else None
+        if cost > MAX_EVENT_COST:
+            rejected[ev.idempotency_key] = {
+                "usage" if ev.cost is None else "cost": f"Prices to more than {MAX_EVENT_COST}."
+            }
+            continue
         candidates[ev.idempotency_key] = UsageEvent(
             id=uuid.uuid4(),
             organization=org,
-            profile=profile,
             api_key=api_key,
             idempotency_key=ev.idempotency_key,
             request_hash=ev.request_hash,
@@ -157,38 +179,41 @@ def usage_record(
     # Sorted by key so two requests sharing keys lock index entries in one order.
     ordered = sorted(candidates.values(), key=lambda e: e.idempotency_key)
     with transaction.atomic():
+        profiles = _profiles(org, {k: firsts[k].profile for k in candidates if firsts[k].profile})
+        for e in ordered:
+            e.profile = profiles.get(firsts[e.idempotency_key].profile or "")
         UsageEvent.objects.bulk_create(ordered, ignore_conflicts=True, batch_size=1000)
         inserted_ids = set(
             UsageEvent.objects.filter(id__in=[e.id for e in ordered]).values_list("id", flat=True)
         )
         inserted = [e for e in ordered if e.id in inserted_ids]
         existing: dict[str, UsageEvent] = {}
-        if len(inserted) < len(ordered):
-            keys = [e.idempotency_key for e in ordered if e.id not in inserted_ids]
+        missing_keys = [e.idempotency_key for e in ordered if e.id not in inserted_ids]
+        if missing_keys or rejected:
             existing = {
                 e.idempotency_key: e
-                for e in UsageEvent.objects.filter(organization=org, idempotency_key__in=keys)
+                for e in UsageEvent.objects.filter(
+                    organization=org, idempotency_key__in=[*missing_keys, *rejected]
+                )
             }
         states: list[BudgetState] = []
         if inserted:
             rollup_add(events=inserted)
             states = budget_charge(org=org, charges=[_charge(e) for e in inserted])
-        if existing and any(
-            e.request_hash == existing[e.idempotency_key].request_hash
-            for e in events
-            if e.idempotency_key in existing
-        ):
+            _after_commit_checks(org, inserted, states)
+        if existing and (budgets := active_budgets(org)):
             # Replays answer with the budgets as they stand now.
-            budgets = active_budgets(org)
-            if budgets:
-                states += current_states(org, budgets, now)
+            states += current_states(org, budgets, now)
 
     recorded = {e.idempotency_key: e for e in inserted} | existing
     new_keys = {e.idempotency_key for e in inserted}
     results: list[EventResult] = []
     first_seen: set[str] = set()
     for ev in events:
-        row = recorded[ev.idempotency_key]
+        row = recorded.get(ev.idempotency_key)
+        if row is None:  # refused before it could be recorded, and never recorded before
+            results.append(EventResult(400, None, error=rejected[ev.idempotency_key]))
+            continue
         if ev.request_hash != row.request_hash:
             results.append(EventResult(409, row))
             continue

@@ -124,6 +124,11 @@ class TenantApiView(APIView):
 
         A key bound to a profile acts only for it: naming another is a 403.
         An unknown profile is created on the fly by writes and is a 404 for reads."""
+        if external_id and ("\x00" in external_id or len(external_id) > 255):
+            raise ApiError(
+                "The request is invalid; see details.",
+                details={"profile": "Must be at most 255 characters, without NUL."},
+            )
         bound: Profile | None = self.request.profile  # type: ignore[attr-defined]
         if bound is not None:
             if external_id not in (None, "", bound.external_id):

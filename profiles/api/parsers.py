@@ -8,12 +8,15 @@ non-standard ``NaN``/``Infinity`` literals that Python's json accepts are refuse
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -26,6 +29,10 @@ class DecimalJSONParser(JSONParser):
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = stream.read().decode(encoding) if stream is not None else ""
-            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+            if _SURROGATE_ESCAPE.search(text):
+                # "\ud800" decodes to a lone surrogate that no database can store.
+                json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+            return data
+        except (ValueError, UnicodeError, RecursionError) as exc:
             raise ParseError(f"JSON parse error: {exc}") from exc

@@ -6,7 +6,7 @@ import logging
 import math
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from costs.api.schemas import LongName, Name, pydantic_errors
+from costs.api.schemas import LongName, Name, Text, pydantic_errors
 from costs.pricing.normalize import UsageError, normalize_usage
 from costs.selectors.catalog import model_resolve
 from costs.selectors.pricing import cost_estimate
@@ -39,7 +39,7 @@ MAX_TTL = 24 * 3600
 class QuotaCheckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str | None = Field(default=None, min_length=1, max_length=255)
+    profile: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
     provider: Name
     model: LongName
     operation: Name = "default"

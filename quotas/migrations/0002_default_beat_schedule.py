@@ -46,7 +46,7 @@ def seed(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("quotas", "0002_alert_delivery_alert_alert_org_created_and_more"),
+        ("quotas", "0001_initial"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
