@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz
+from costs.admin_dashboard import dashboard_data
 
 api_v1 = [
     path("", include("profiles.api.urls")),
@@ -13,6 +14,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path(
+        "admin/dashboard/data", admin.site.admin_view(dashboard_data), name="admin-dashboard-data"
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -114,6 +114,12 @@ class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
         )  # display only, not money
 
     def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
+        from costs.selectors.catalog import model_canonical  # the admin may use any app
+
+        if obj.model:
+            obj.model = model_canonical(model=obj.model, provider=obj.provider)
+            if "model" in form.cleaned_data:
+                form.cleaned_data["model"] = obj.model
         if change:
             changes = {name: form.cleaned_data[name] for name in form.changed_data}
             obj.refresh_from_db()

@@ -176,6 +176,7 @@ UNFOLD = {
     "SITE_TITLE": "Spend control plane",
     "SITE_HEADER": "Spend control plane",
     "SHOW_HISTORY": True,
+    "DASHBOARD_CALLBACK": "costs.admin_dashboard.dashboard_context",
 }
 
 LOGGING = {

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from django.db.models import Case, F, Sum, When
+from django.db.models import BigIntegerField, Case, F, Sum, Value, When
 
 from costs.models import UsageEvent
 
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 # Each event counts as at least one request, as the ingestion charge does.
 _METRIC_EXPRESSIONS = {
     "cost": F("cost"),
-    "requests": Case(When(requests=0, then=1), default=F("requests")),
+    "requests": Case(
+        When(requests=0, then=Value(1)), default=F("requests"), output_field=BigIntegerField()
+    ),
     "total_tokens": F("input_tokens") + F("output_tokens"),
 }
 

@@ -107,6 +107,21 @@ def catalog_cache_clear() -> None:
     _index.clear()
 
 
+def model_canonical(*, model: str, provider: str = "") -> str:
+    """The catalog's name for ``model`` (an alias becomes its model's slug), so a
+    budget scoped to a model matches the events recorded under that model. With
+    no provider, only exact slugs and aliases are looked up, across providers."""
+    if provider:
+        resolved = _index.resolve(provider, model)
+        return resolved.slug if resolved else model
+    _index._ensure()
+    lowered = model.lower()
+    for idx in _index._by_provider.values():
+        if (found := idx.exact.get(lowered)) is not None:
+            return found.slug
+    return model
+
+
 def model_resolve(*, provider: str, model: str) -> ResolvedModel | None:
     """The catalog model ``model`` names for ``provider``: exact slug or alias (any
     case), else the longest matching prefix, else the first matching regex in

@@ -6,11 +6,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from costs.selectors.catalog import model_canonical
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import CappedLimitOffsetPagination
@@ -79,13 +81,11 @@ class BudgetOutputSerializer(serializers.Serializer):
 class _BudgetBase(TenantApiView):
     scopes = {"GET": "read", "POST": "manage", "PATCH": "manage", "DELETE": "manage"}
 
-    def resolve_refs(self, data: dict[str, Any]) -> dict[str, Any]:
-        if "profile" in data:
-            data["profile"] = (
-                self.acting_profile(data["profile"], create=True) if data["profile"] else None
-            )
-        elif self.request.profile is not None:  # type: ignore[attr-defined]
-            data["profile"] = self.request.profile  # type: ignore[attr-defined]
+    def resolve_refs(
+        self, data: dict[str, Any], *, current: Budget | None = None
+    ) -> dict[str, Any]:
+        """Turn names into rows. Call inside the write's transaction: a profile
+        created here must not outlive a refused request."""
         if data.get("api_key"):
             key = self.scoped(ApiKey.objects.all()).filter(pk=data["api_key"]).first()
             if key is None:
@@ -93,6 +93,17 @@ class _BudgetBase(TenantApiView):
                     "The request is invalid; see details.", details={"api_key": "Unknown API key."}
                 )
             data["api_key"] = key
+        bound = self.request.profile  # type: ignore[attr-defined]
+        if bound is not None:
+            # A key bound to a profile acts only for it: its budgets are that profile's.
+            self.acting_profile(data.get("profile"), create=False)
+            data["profile"] = bound
+        elif "profile" in data:
+            name = data["profile"]
+            data["profile"] = self.acting_profile(name, create=True) if name else None
+        if data.get("model"):
+            provider = data.get("provider", current.provider if current else "")
+            data["model"] = model_canonical(model=data["model"], provider=provider)
         return data
 
     def render(self, budgets: list[Budget]) -> list[dict[str, Any]]:
@@ -133,7 +144,10 @@ class BudgetListApi(_BudgetBase):
     def post(self, request: Request) -> Response:
         serializer = BudgetInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        budget = budget_create(org=self.org, **self.resolve_refs(dict(serializer.validated_data)))
+        with transaction.atomic():
+            budget = budget_create(
+                org=self.org, **self.resolve_refs(dict(serializer.validated_data))
+            )
         return Response(self.render([budget])[0], status=201)
 
 
@@ -152,7 +166,8 @@ class BudgetDetailApi(_BudgetBase):
         serializer = BudgetInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {k: v for k, v in serializer.validated_data.items() if k in request.data}
-        budget = budget_update(budget=budget, **self.resolve_refs(changes))
+        with transaction.atomic():
+            budget = budget_update(budget=budget, **self.resolve_refs(changes, current=budget))
         return Response(self.render([budget])[0])
 
     @extend_schema(responses={204: None}, operation_id="budgets_delete")

@@ -54,7 +54,7 @@ class Command(BaseCommand):
             issued = api_key_create(org=org, name="demo key", scopes="ingest,check,read,manage")
             key_file.write_text(issued.secret + "\n")
         if "demo" in get_commands():
-            call_command("demo", "--org", "demo", "--if-empty")
+            call_command("demo", "--org", "demo", "--if-empty", stdout=self.stdout)
         self.stdout.write(
             "\n".join(
                 [

@@ -1,0 +1,115 @@
+"""Small helpers shared by the quota tests: JSON calls and counter reads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from quotas.models import Budget, BudgetPeriod
+
+CHECK_URL = "/api/v1/quota/check"
+USAGE_URL = "/api/v1/usage"
+BUDGETS_URL = "/api/v1/budgets"
+
+STATUS_KEYS = {
+    "id",
+    "name",
+    "metric",
+    "period",
+    "limit",
+    "spent",
+    "reserved",
+    "remaining",
+    "percent_used",
+    "period_start",
+    "resets_at",
+    "action",
+}
+
+# gpt-4o at $2.50 / 1M input and $10 / 1M output tokens:
+# 1500 in + 2000 out = 0.00375 + 0.02 = 0.02375
+GPT4O_CALL = {"input_tokens": 1500, "output_tokens": 2000}
+GPT4O_CALL_COST = Decimal("0.02375")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def post_json(client: Any, url: str, body: Any) -> Any:
+    return client.post(url, data=json.dumps(body), content_type="application/json")
+
+
+def patch_json(client: Any, url: str, body: Any) -> Any:
+    return client.patch(url, data=json.dumps(body), content_type="application/json")
+
+
+def check(client: Any, **body: Any) -> Any:
+    body.setdefault("provider", "openai")
+    body.setdefault("model", "gpt-4o")
+    body.setdefault("estimate", dict(GPT4O_CALL))
+    return post_json(client, CHECK_URL, body)
+
+
+def ingest(client: Any, key: str, **body: Any) -> Any:
+    body.setdefault("provider", "openai")
+    body.setdefault("model", "gpt-4o")
+    body.setdefault("usage", dict(GPT4O_CALL))
+    return post_json(client, USAGE_URL, {"idempotency_key": key, **body})
+
+
+def dec(value: str | None) -> Decimal:
+    assert isinstance(value, str), value
+    return Decimal(value)
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def status_of(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The budget status called ``name`` in a response's "budgets"."""
+    matches = [b for b in body["budgets"] if b["name"] == name]
+    assert len(matches) == 1, (name, [b["name"] for b in body["budgets"]])
+    return matches[0]
+
+
+def period_of(budget: Budget, start: datetime | None = None) -> BudgetPeriod:
+    """The budget's period starting at ``start`` (the latest one when not given)."""
+    qs = BudgetPeriod.objects.filter(budget=budget)
+    if start is not None:
+        return qs.get(start=start)
+    return qs.order_by("-start").first()
+
+
+def run_threads(
+    count: int, work: Callable[[int], None], timeout: float = 60
+) -> list[BaseException]:
+    """Run ``work(i)`` in ``count`` real threads; each closes its DB connection at the end.
+    Returns the exceptions the threads raised; fails if one of them hangs."""
+    errors: list[BaseException] = []
+
+    def runner(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # surfaced by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threads if t.is_alive()]
+    assert not hung, f"threads did not finish within {timeout}s (deadlock?): {hung}"
+    return errors
