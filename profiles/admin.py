@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -128,11 +129,12 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
         from django.utils.html import format_html, format_html_join
         from django.utils.safestring import mark_safe
 
-        from costs.selectors.analytics import profile_month_spend
+        from costs.selectors.analytics import profile_daily_chart, profile_month_spend
         from quotas.admin import progress_bar
         from quotas.selectors import budget_list, budget_states, budget_status
 
         spend = profile_month_spend(profile=obj)
+        chart = json.dumps(profile_daily_chart(profile=obj))
         budgets = list(budget_list(org=obj.organization, profile=obj))
         rows = [budget_status(s) for s in budget_states(org=obj.organization, budgets=budgets)]
         items = format_html_join(
@@ -150,11 +152,15 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
                 for r in rows
             ),
         )
+        # unfold's admin script draws <canvas class="chart"> with Chart.js from data-value.
         return format_html(
-            "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>",
+            "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>"
+            '<div style="height:220px;max-width:720px"><canvas class="chart profile-daily-chart" '
+            'data-type="bar" data-value="{}"></canvas></div>',
             f"{spend['cost']:.2f}",
             spend["events"],
             items or mark_safe("<li>No budget applies to this profile.</li>"),  # noqa: S308 - a constant
+            chart,
         )
 
 

@@ -51,6 +51,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "/admin/"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -112,6 +114,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 *
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="spend@localhost")
+# Shorter than a delivery's lease (quotas.notify.LEASE), so a stalled SMTP
+# server fails the attempt before another worker may take the delivery over.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

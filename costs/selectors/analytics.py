@@ -139,3 +139,21 @@ def profile_month_spend(*, profile: Profile) -> dict[str, Decimal | int]:
 def money(value: Decimal) -> str:
     """Dollars for people: $1,234.57."""
     return f"${value.quantize(CENTS, rounding=ROUND_HALF_UP):,}"
+
+
+def profile_daily_chart(*, profile: Profile, days: int = 30) -> dict[str, Any]:
+    """Chart.js data: the profile's daily cost over the last ``days`` local days."""
+    today = timezone.now().astimezone(profile.organization.tz).date()
+    since = today - timedelta(days=days - 1)
+    rows = by_day(
+        rollups(
+            org=profile.organization, since=since, until=today + timedelta(days=1), profile=profile
+        ),
+        since,
+        today + timedelta(days=1),
+    )
+    return {
+        "labels": [r["date"][5:] for r in rows],
+        # Chart.js plots numbers; these strings are exact decimals it parses for drawing only.
+        "datasets": [{"label": "Cost (USD)", "data": [f"{r['cost']:.6f}" for r in rows]}],
+    }

@@ -6,7 +6,7 @@
   const root = document.getElementById("spend-dashboard");
   if (!root || typeof Chart === "undefined") { return; }
   const PALETTE = ["#6366f1", "#f59e0b", "#10b981", "#ef4444", "#3b82f6", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316"];
-  const money = (s) => "$" + Number(s).toLocaleString(undefined, {minimumFractionDigits: 2, maximumFractionDigits: 2});
+  const money = (s) => (Number(s) < 0 ? "-$" : "$") + Math.abs(Number(s)).toLocaleString(undefined, {minimumFractionDigits: 2, maximumFractionDigits: 2});
   const get = (obj, path) => path.split(".").reduce((o, k) => (o == null ? o : o[k]), obj);
   const charts = {};
 
