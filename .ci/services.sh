@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL and Redis answer on 127.0.0.1 for the test suite:
-# start them if installed but stopped, install them (Debian packages) if absent.
+# Make sure PostgreSQL and Redis answer on 127.0.0.1 for the test suite, and
+# that Debian's Chromium is there for the browser tests: start what is
+# installed but stopped, install (Debian packages) what is absent.
 set -euo pipefail
 
 SUDO=""
@@ -45,4 +46,9 @@ if ! redis_up; then
     --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_for Redis redis_up
 fi
-echo "services: PostgreSQL and Redis are up"
+# The admin's browser tests drive Debian's Chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "services: installing Chromium for the browser tests"
+  apt_install chromium
+fi
+echo "services: PostgreSQL, Redis and Chromium are ready"
