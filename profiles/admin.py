@@ -171,7 +171,14 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["organization", "profile", "name", "scopes", "expires_at"]
+        fields = [
+            "organization",
+            "profile",
+            "name",
+            "scopes",
+            "expires_at",
+            "rate_limit_per_minute",
+        ]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

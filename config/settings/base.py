@@ -118,6 +118,11 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="spend@localhost")
 # server fails the attempt before another worker may take the delivery over.
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 
+# Per API key; a key's own rate_limit_per_minute overrides it; 0 = unlimited.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=60_000)
+# Shared by all web processes in production (Redis), so rate limits hold across them.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "profiles.authentication.ApiKeyAuthentication",
@@ -131,6 +136,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["profiles.api.parsers.DecimalJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "profiles.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["profiles.api.throttling.ApiKeyRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
     # The contract's export takes ?format=csv|json itself; DRF must not read it.
