@@ -17,7 +17,7 @@ from costs.pricing.normalize import UsageError, normalize_usage
 from costs.selectors.pricing import cost_estimate, pricing_in_force
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination
+from profiles.api.pagination import CappedLimitOffsetPagination, paginated
 
 
 class EstimateIn(BaseModel):
@@ -45,19 +45,23 @@ class PricingApi(TenantApiView):
             OpenApiParameter("limit", int),
             OpenApiParameter("offset", int),
         ],
-        responses=inline_serializer(
-            "PricingEntry",
-            {
-                "provider": serializers.CharField(),
-                "model": serializers.CharField(),
-                "aliases": serializers.ListField(child=serializers.CharField()),
-                "price_id": serializers.UUIDField(),
-                "effective_from": serializers.DateTimeField(),
-                "override": serializers.BooleanField(),
-                "unit_prices": serializers.DictField(),
-                "tiers": serializers.ListField(child=serializers.DictField()),
-            },
-            many=True,
+        responses=paginated(
+            "PaginatedPricing",
+            inline_serializer(
+                "PricingEntry",
+                {
+                    "provider": serializers.CharField(),
+                    "model": serializers.CharField(),
+                    "aliases": serializers.ListField(child=serializers.CharField()),
+                    "price_id": serializers.UUIDField(),
+                    "effective_from": serializers.DateTimeField(),
+                    "override": serializers.BooleanField(),
+                    "currency": serializers.CharField(),
+                    "unit_prices": serializers.DictField(child=serializers.CharField()),
+                    "tiers": serializers.ListField(child=serializers.DictField()),
+                },
+                many=True,
+            ),
         ),
         operation_id="pricing_list",
     )

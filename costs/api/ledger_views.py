@@ -19,10 +19,11 @@ from costs.models import UsageEvent
 from costs.selectors.ledger import usage_events, usage_summary
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
+from profiles.api.pagination import paginated
 
 
 class UsageEventOutputSerializer(serializers.ModelSerializer):
-    profile = serializers.CharField(source="profile.external_id", default=None)
+    profile = serializers.CharField(source="profile.external_id", default=None, allow_null=True)
     cost = serializers.DecimalField(max_digits=24, decimal_places=12)
     revenue = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
     audio_seconds = serializers.DecimalField(max_digits=24, decimal_places=6)
@@ -61,7 +62,9 @@ class UsageListApi(_LedgerReadBase):
             OpenApiParameter("limit", int),
             OpenApiParameter("cursor", str),
         ],
-        responses=UsageEventOutputSerializer(many=True),
+        responses=paginated(
+            "PaginatedUsageEvents", UsageEventOutputSerializer(many=True), cursor=True
+        ),
         operation_id="usage_list",
     )
     def get(self, request: Request) -> Response:
@@ -78,7 +81,7 @@ class UsageExportApi(_LedgerReadBase):
         ],
         responses={
             (200, "text/csv"): OpenApiTypes.STR,
-            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/json"): UsageEventOutputSerializer(many=True),
         },
         operation_id="usage_export",
     )

@@ -59,6 +59,15 @@ class TenantApiView(APIView):
     def check_permissions(self, request: Request) -> None:
         self._resolve_tenant(request)
         super().check_permissions(request)
+        bad = [k for k, v in request.query_params.items() if "\x00" in k or "\x00" in v]
+        if bad:
+            raise ApiError(
+                "The query is invalid; see details.",
+                details={
+                    k.replace("\x00", "") or "query": "Must not contain NUL characters."
+                    for k in bad
+                },
+            )
 
     def _resolve_tenant(self, request: Request) -> None:
         user = request.user

@@ -15,3 +15,18 @@ class CreatedCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-created_at"
+
+
+def paginated(name: str, item: object, *, cursor: bool = False) -> object:
+    """The OpenAPI shape of a page of ``item`` as these paginators render it."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    fields: dict[str, object] = {
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": item,
+    }
+    if not cursor:
+        fields = {"count": serializers.IntegerField(), **fields}
+    return inline_serializer(name, fields)

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from profiles.api.base import TenantApiView
-from profiles.api.pagination import CappedLimitOffsetPagination
+from profiles.api.pagination import CappedLimitOffsetPagination, paginated
 from profiles.models import Profile
 from profiles.selectors import profile_list
 
@@ -22,7 +22,10 @@ class ProfileOutputSerializer(serializers.ModelSerializer):
 class ProfileListApi(TenantApiView):
     scopes = {"*": "read"}
 
-    @extend_schema(responses=ProfileOutputSerializer(many=True), operation_id="profiles_list")
+    @extend_schema(
+        responses=paginated("PaginatedProfiles", ProfileOutputSerializer(many=True)),
+        operation_id="profiles_list",
+    )
     def get(self, request: Request) -> Response:
         profiles = profile_list(org=self.org)
         if request.profile is not None:  # type: ignore[attr-defined]

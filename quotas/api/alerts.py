@@ -11,14 +11,14 @@ from rest_framework.response import Response
 
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination
+from profiles.api.pagination import CappedLimitOffsetPagination, paginated
 from quotas.alerts import alert_mark_read, alert_resolve
 from quotas.models import Alert
 
 
 class AlertOutputSerializer(serializers.ModelSerializer):
     budget = serializers.UUIDField(source="budget_id", allow_null=True)
-    profile = serializers.CharField(source="profile.external_id", default=None)
+    profile = serializers.CharField(source="profile.external_id", default=None, allow_null=True)
 
     class Meta:
         model = Alert
@@ -48,7 +48,7 @@ class AlertListApi(TenantApiView):
             OpenApiParameter("limit", int),
             OpenApiParameter("offset", int),
         ],
-        responses=AlertOutputSerializer(many=True),
+        responses=paginated("PaginatedAlerts", AlertOutputSerializer(many=True)),
         operation_id="alerts_list",
     )
     def get(self, request: Request) -> Response:

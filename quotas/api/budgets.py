@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,13 +15,21 @@ from rest_framework.response import Response
 from costs.selectors.catalog import model_canonical
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination
+from profiles.api.pagination import CappedLimitOffsetPagination, paginated
 from profiles.models import ApiKey
 from quotas.models import Budget, validate_thresholds
 from quotas.selectors import budget_list, budget_states, budget_status
 from quotas.services import budget_create, budget_delete, budget_update
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{1,12}(\.\d{1,12})?$",
+        "example": "10.00",
+        "description": "A positive decimal string (a whole number is accepted for counts).",
+    }
+)
 class StrictAmountField(serializers.DecimalField):
     """A positive amount given as a decimal string (or a whole number for counts);
     a JSON number with a fraction is refused: it may already have lost precision."""
@@ -64,7 +72,7 @@ class BudgetInputSerializer(serializers.Serializer):
 class BudgetOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
-    profile = serializers.CharField(source="profile.external_id", default=None)
+    profile = serializers.CharField(source="profile.external_id", default=None, allow_null=True)
     api_key = serializers.UUIDField(source="api_key_id", allow_null=True)
     provider = serializers.CharField()
     model = serializers.CharField()
@@ -126,7 +134,10 @@ class _BudgetBase(TenantApiView):
 
 
 class BudgetListApi(_BudgetBase):
-    @extend_schema(responses=BudgetOutputSerializer(many=True), operation_id="budgets_list")
+    @extend_schema(
+        responses=paginated("PaginatedBudgets", BudgetOutputSerializer(many=True)),
+        operation_id="budgets_list",
+    )
     def get(self, request: Request) -> Response:
         paginator = CappedLimitOffsetPagination()
         page = paginator.paginate_queryset(
