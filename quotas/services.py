@@ -151,7 +151,7 @@ def current_states(org: Organization, budgets: Iterable[Budget], at: datetime) -
 
 def _lock_timeout() -> None:
     if connection.vendor == "postgresql":
-        ms = int(getattr(settings, "QUOTA_LOCK_TIMEOUT_MS", 2000))
+        ms = int(settings.QUOTA_LOCK_TIMEOUT_MS)
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = {ms}")
 

@@ -118,6 +118,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="spend@localhost")
 # server fails the attempt before another worker may take the delivery over.
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 
+# How long a reservation waits for a budget row lock before the limiter is
+# declared unavailable (then the organization's fail_mode answers).
+QUOTA_LOCK_TIMEOUT_MS = env.int("QUOTA_LOCK_TIMEOUT_MS", default=2000)
+
 # Per API key; a key's own rate_limit_per_minute overrides it; 0 = unlimited.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=60_000)
 # Shared by all web processes in production (Redis), so rate limits hold across them.
