@@ -15,7 +15,11 @@ from costs.pricing.engine import METERS
 from costs.selectors.catalog import catalog_cache_clear
 from costs.services.catalog import price_is_used
 from costs.services.reprice import usage_reprice
-from profiles.admin_scoping import GlobalCatalogAdminMixin, TenantScopedAdminMixin
+from profiles.admin_scoping import (
+    GlobalCatalogAdminMixin,
+    ReadOnlyAdminMixin,
+    TenantScopedAdminMixin,
+)
 from profiles.tenancy import orgs_managed_by, orgs_visible_to
 
 
@@ -153,7 +157,7 @@ class PriceAdmin(TenantScopedAdminMixin, ModelAdmin):
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(TenantScopedAdminMixin, ModelAdmin):
+class UsageEventAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     """The ledger, read-only: usage is append-only."""
 
     list_display = [
@@ -186,15 +190,6 @@ class UsageEventAdmin(TenantScopedAdminMixin, ModelAdmin):
             filters.append("organization")
         return filters
 
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.action(description="Export selected events as CSV")
     def export_csv(
         self, request: HttpRequest, queryset: QuerySet[UsageEvent]
@@ -221,7 +216,7 @@ class UsageEventAdmin(TenantScopedAdminMixin, ModelAdmin):
 
 
 @admin.register(DailyUsage)
-class DailyUsageAdmin(TenantScopedAdminMixin, ModelAdmin):
+class DailyUsageAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     list_display = [
         "day",
         "organization",
@@ -237,12 +232,3 @@ class DailyUsageAdmin(TenantScopedAdminMixin, ModelAdmin):
     list_select_related = ["organization", "profile"]
     paginator = InfinitePaginator
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -148,6 +148,20 @@ class GlobalCatalogAdminMixin:
         return request.user.is_superuser
 
 
+class ReadOnlyAdminMixin:
+    """For append-only records (the ledger, rollups, deliveries): viewable, never
+    added, changed or deleted through the admin."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+
 class TenantInlineMixin:
     """Inlines follow their parent's permissions and scope their own choices."""
 

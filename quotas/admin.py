@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 
-from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
+from profiles.admin_scoping import ReadOnlyAdminMixin, TenantInlineMixin, TenantScopedAdminMixin
 from profiles.models import Organization
 from profiles.tenancy import orgs_managed_by
 from quotas.alerts import alert_mark_read, alert_resolve
@@ -252,7 +252,7 @@ class AlertAdmin(TenantScopedAdminMixin, ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(TenantScopedAdminMixin, ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     org_path = "alert__organization"
     list_display = ["created_at", "alert", "channel", "target", "status", "attempts", "sent_at"]
     list_filter = ["channel", "status"]
@@ -269,9 +269,3 @@ class DeliveryAdmin(TenantScopedAdminMixin, ModelAdmin):
         "sent_at",
         "created_at",
     ]
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

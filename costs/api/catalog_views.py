@@ -6,14 +6,13 @@ from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from costs.api.schemas import LongName, Name, Timestamp, pydantic_errors
+from costs.api.schemas import EventInvalid, LongName, Name, Timestamp, validate_with_usage
 from costs.pricing.engine import METERS
-from costs.pricing.normalize import UsageError, normalize_usage
 from costs.selectors.pricing import cost_estimate, pricing_in_force
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
@@ -114,25 +113,10 @@ class EstimateApi(TenantApiView):
         operation_id="estimate",
     )
     def post(self, request: Request) -> Response:
-        details: dict[str, str] = {}
-        body = request.data if isinstance(request.data, dict) else {}
         try:
-            data = EstimateIn.model_validate(body)
-        except ValidationError as exc:
-            details = pydantic_errors(exc)
-            data = None
-        meters: dict[str, Any] = {}
-        if isinstance(body.get("usage"), dict):
-            try:
-                meters = normalize_usage(body["usage"])
-            except UsageError as exc:
-                details.pop("usage", None)
-                details.update(exc.with_prefix("usage"))
-        if details or data is None:
-            raise ApiError(
-                "The request is invalid; see details.",
-                details=details or {"non_field_errors": "Send a JSON object."},
-            )
+            data, meters = validate_with_usage(EstimateIn, request.data)
+        except EventInvalid as exc:
+            raise ApiError("The request is invalid; see details.", details=exc.details) from exc
         estimate = cost_estimate(
             org=self.org,
             provider=data.provider.lower(),

@@ -14,7 +14,7 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -35,7 +35,7 @@ MAX_TAGS = 50
 _DECIMAL_RE = re.compile(r"^\d{1,12}(\.\d{1,12})?$")
 
 
-def _money(value: Any) -> Decimal:
+def parse_money(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError('send amounts as decimal strings, e.g. "0.023750"')
     if not _DECIMAL_RE.fullmatch(value):
@@ -80,7 +80,7 @@ def _trimmed(value: str) -> str:
     return value
 
 
-Money = Annotated[Decimal, BeforeValidator(_money)]
+Money = Annotated[Decimal, BeforeValidator(parse_money)]
 Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 Timestamp = Annotated[datetime, BeforeValidator(_aware)]
 Name = Annotated[Text, Field(min_length=1, max_length=100), AfterValidator(_trimmed)]
@@ -162,27 +162,41 @@ def pydantic_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
     return details
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_with_usage(
+    model: type[M], raw: Any, *, field: str = "usage", usage: Any = None
+) -> tuple[M, dict[str, int | Decimal]]:
+    """Validate ``raw`` with ``model`` and normalise its usage object (``raw[field]``,
+    or ``usage`` when given), reporting both sets of field errors at once.
+    Raises ``EventInvalid`` with the contract's ``details``."""
+    if not isinstance(raw, dict):
+        raise EventInvalid({"non_field_errors": "Send a JSON object."})
+    details: dict[str, str] = {}
+    instance: M | None = None
+    try:
+        instance = model.model_validate(raw)
+    except ValidationError as exc:
+        details = pydantic_errors(exc)
+    meters: dict[str, int | Decimal] = {}
+    usage = raw.get(field) if usage is None else usage
+    if isinstance(usage, dict):
+        try:
+            meters = normalize_usage(usage)
+        except UsageError as exc:
+            details.pop(field, None)
+            details.update(exc.with_prefix(field))
+    if details or instance is None:
+        raise EventInvalid(details)
+    return instance, meters
+
+
 def parse_event(raw: Any) -> tuple[UsageEventIn, dict[str, int | Decimal]]:
     """Validate one event body; raise ``EventInvalid`` with field messages."""
     if not isinstance(raw, dict):
         raise EventInvalid({"non_field_errors": "each event must be a JSON object"})
-    details: dict[str, str] = {}
-    event: UsageEventIn | None = None
-    try:
-        event = UsageEventIn.model_validate(raw)
-    except ValidationError as exc:
-        details = pydantic_errors(exc)
-    meters: dict[str, int | Decimal] = {}
-    usage = raw.get("usage")
-    if isinstance(usage, dict):  # report the usage's own errors beside the others
-        try:
-            meters = normalize_usage(usage)
-        except UsageError as exc:
-            details.pop("usage", None)
-            details.update(exc.with_prefix("usage"))
-    if details or event is None:
-        raise EventInvalid(details)
-    return event, meters
+    return validate_with_usage(UsageEventIn, raw)
 
 
 class EventInvalid(Exception):

@@ -44,22 +44,13 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from pathlib import Path
 
+from costs.pricing.engine import METERS
+
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """effective_from of a model's earliest price (genai-prices applies it to all earlier dates)."""
 
-METERS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "characters",
-    "images",
-    "audio_seconds",
-    "requests",
-)
-"""Our fixed meter contract (same order as ``costs.pricing.engine.METERS``)."""
+# The fixed meter contract, shared with the pricing engine.
+
 
 GENAI_PRICE_KEYS: tuple[tuple[str, str], ...] = (
     # (genai-prices price key, our meter); the divisor comes from genai-prices' own unit table.

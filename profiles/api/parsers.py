@@ -29,8 +29,6 @@ class DecimalJSONParser(JSONParser):
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = stream.read().decode(encoding) if stream is not None else ""
-            if "\\u0000" in text:  # PostgreSQL text cannot hold NUL; refuse it up front
-                raise ValueError("NUL characters (\\u0000) are not accepted")
             data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
             if _SURROGATE_ESCAPE.search(text):
                 # "\ud800" decodes to a lone surrogate that no database can store.

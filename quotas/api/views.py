@@ -10,13 +10,19 @@ from typing import Annotated, Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from costs.api.schemas import LongName, Name, Text, pydantic_errors
-from costs.pricing.normalize import UsageError, normalize_usage
+from costs.api.schemas import (
+    EventInvalid,
+    LongName,
+    Name,
+    Text,
+    parse_money,
+    validate_with_usage,
+)
 from costs.selectors.catalog import model_resolve
 from costs.selectors.pricing import cost_estimate
 from profiles.api.base import TenantApiView
@@ -79,29 +85,6 @@ CheckOut = inline_serializer(
 )
 
 
-def _parse_estimate(raw: dict[str, Any]) -> tuple[Decimal | None, dict[str, Any], dict[str, str]]:
-    """(client cost, meters, errors) of the estimate object."""
-    errors: dict[str, str] = {}
-    raw = dict(raw)
-    cost: Decimal | None = None
-    if "cost" in raw:
-        from costs.api.schemas import _money
-
-        try:
-            cost = _money(raw.pop("cost"))
-        except ValueError as exc:
-            errors["estimate.cost"] = str(exc)
-    meters: dict[str, Any] = {}
-    if raw:
-        try:
-            meters = normalize_usage(raw)
-        except UsageError as exc:
-            errors.update(exc.with_prefix("estimate"))
-    elif cost is None and not errors:
-        errors["estimate"] = "Give usage meters or a cost."
-    return cost, meters, errors
-
-
 class QuotaCheckApi(TenantApiView):
     scopes = {"*": "check"}
 
@@ -111,23 +94,32 @@ class QuotaCheckApi(TenantApiView):
         operation_id="quota_check",
     )
     def post(self, request: Request) -> Response:
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            raise ApiError(
-                "The request is invalid; see details.",
-                details={"non_field_errors": "Send a JSON object."},
-            )
+        body = request.data
+        estimate = body.get("estimate") if isinstance(body, dict) else None
+        usage = (
+            {k: v for k, v in estimate.items() if k != "cost"}
+            if isinstance(estimate, dict)
+            else None
+        )
         details: dict[str, str] = {}
         data: QuotaCheckIn | None = None
-        try:
-            data = QuotaCheckIn.model_validate(body)
-        except ValidationError as exc:
-            details = pydantic_errors(exc)
-        cost = None
         meters: dict[str, Any] = {}
-        if isinstance(body.get("estimate"), dict):
-            cost, meters, estimate_errors = _parse_estimate(body["estimate"])
-            details.update(estimate_errors)
+        try:
+            # An estimate is usage meters, a cost, or both: only meters are normalised.
+            data, meters = validate_with_usage(
+                QuotaCheckIn, body, field="estimate", usage=usage if usage else False
+            )
+        except EventInvalid as exc:
+            details = exc.details
+        cost: Decimal | None = None
+        if isinstance(estimate, dict):
+            if "cost" in estimate:
+                try:
+                    cost = parse_money(estimate["cost"])
+                except ValueError as exc:
+                    details["estimate.cost"] = str(exc)
+            elif not usage:
+                details.setdefault("estimate", "Give usage meters or a cost.")
         if details or data is None:
             raise ApiError("The request is invalid; see details.", details=details)
 
