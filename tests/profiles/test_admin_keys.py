@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from profiles.models import ApiKey
+from profiles.services import api_key_authenticate
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_creating_a_key_in_the_admin_shows_its_secret_once_and_it_works(tenant_a, alice):
+    client = _login(alice)
+    resp = client.post(
+        reverse("admin:profiles_apikey_add"),
+        {"organization": str(tenant_a.org.pk), "name": "from admin", "scopes": ["read", "check"]},
+        follow=True,
+    )
+    assert resp.status_code == 200
+    shown = [str(m) for m in resp.context["messages"]]
+    secret_lines = [m for m in shown if "not be shown again" in m]
+    assert len(secret_lines) == 1
+    secret = secret_lines[0].rsplit(" ", 1)[1]
+    key = api_key_authenticate(raw=secret)
+    assert key.name == "from admin" and key.scopes == ["check", "read"]
+    assert key.organization_id == tenant_a.org.pk
+    # Shown once: the next page carries no secret, and the stored row has only its hash.
+    again = client.get(reverse("admin:profiles_apikey_change", args=[key.pk])).content.decode()
+    assert secret not in again
+    assert secret.split("_", 2)[2] not in str(ApiKey.objects.filter(pk=key.pk).values().get())
+
+
+def test_member_cannot_create_keys(tenant_a, bob):
+    resp = _login(bob).post(
+        reverse("admin:profiles_apikey_add"),
+        {"organization": str(tenant_a.org.pk), "name": "nope", "scopes": ["read"]},
+    )
+    assert resp.status_code == 403
+    assert not ApiKey.objects.filter(name="nope").exists()
+
+
+def test_viewer_sees_keys_read_only(tenant_a):
+    from profiles.models import Membership
+    from tests.factories import MembershipFactory, UserFactory
+
+    viewer = UserFactory(username="viewer@example.com")
+    MembershipFactory(user=viewer, organization=tenant_a.org, role=Membership.Role.VIEWER)
+    client = _login(viewer)
+    listing = client.get(reverse("admin:profiles_apikey_changelist"))
+    assert listing.status_code == 200
+    assert tenant_a.key.name in listing.content.decode()
+    page = client.get(reverse("admin:profiles_apikey_change", args=[tenant_a.key.pk]))
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
