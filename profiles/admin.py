@@ -16,7 +16,7 @@ from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationFo
 
 from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
 from profiles.models import ApiKey, Membership, Organization, Profile
-from profiles.services import api_key_prepare, api_key_revoke, membership_invite
+from profiles.services import api_key_prepare, api_key_revoke, membership_invite, parse_scopes
 from profiles.tenancy import orgs_managed_by
 
 # Users and groups span tenants: superusers only, styled like the rest.
@@ -179,6 +179,12 @@ class ApiKeyForm(forms.ModelForm):
             "expires_at",
             "rate_limit_per_minute",
         ]
+
+    def clean_scopes(self) -> list[str]:
+        try:
+            return parse_scopes(self.cleaned_data["scopes"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict["scopes"]) from exc
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
