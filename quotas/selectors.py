@@ -55,8 +55,9 @@ def budget_list(*, org: Organization, profile: Profile | None = None) -> QuerySe
 
 
 def budget_states(*, org: Organization, budgets: list[Budget]) -> list[BudgetState]:
-    """The budgets with their current period (opened if the clock moved on)."""
-    return current_states(org, budgets, timezone.now())
+    """The budgets with their current period, read only: one query, no writes,
+    no ledger (a period nothing has touched yet shows as empty)."""
+    return current_states(org, budgets, timezone.now(), open_missing=False)
 
 
 def tightest(states: list[BudgetState]) -> BudgetState | None:

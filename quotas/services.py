@@ -139,12 +139,34 @@ def _db_uuid(value: uuid.UUID) -> object:
     return value.hex if connection.vendor == "sqlite" else value
 
 
-def current_states(org: Organization, budgets: Iterable[Budget], at: datetime) -> list[BudgetState]:
-    """Each budget with its period containing ``at`` (opened if needed)."""
+def current_states(
+    org: Organization, budgets: Iterable[Budget], at: datetime, *, open_missing: bool = True
+) -> list[BudgetState]:
+    """Each budget with its period containing ``at``, opened if needed.
+
+    With ``open_missing=False`` (reads: dashboards, statuses) nothing is written
+    and the ledger is not read: a period with no row yet is shown empty (and
+    unsaved). That is exact, because whatever charges or reserves against a
+    period opens it first, and a new budget opens its current period at once."""
+    budgets = sorted(budgets, key=lambda b: str(b.pk))
+    keys = {b.pk: _period_key(b, org, at) for b in budgets}
+    existing: dict[tuple[object, datetime], BudgetPeriod] = {}
+    if budgets:
+        starts = {start for _, start, _ in keys.values()}
+        for period in BudgetPeriod.objects.filter(budget__in=budgets, start__in=starts):
+            existing[(period.budget_id, period.start)] = period
     states = []
-    for budget in sorted(budgets, key=lambda b: str(b.pk)):
-        _, start, end = _period_key(budget, org, at)
-        period, _ = period_ensure(budget, start, end)
+    for budget in budgets:
+        _, start, end = keys[budget.pk]
+        period = existing.get((budget.pk, start))
+        if period is None:
+            period = (
+                period_ensure(budget, start, end)[0]
+                if open_missing
+                else BudgetPeriod(
+                    budget=budget, start=start, end=end, spent=Decimal(0), reserved=Decimal(0)
+                )
+            )
         states.append(BudgetState(budget, period))
     return states
 

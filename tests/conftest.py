@@ -90,6 +90,8 @@ CATALOG_MODELS = {
     ("google", "gemini-2.5-pro"),
     ("google", "gemini-2.5-flash"),
     ("elevenlabs", "eleven_multilingual_v2"),
+    ("stability", "stable-diffusion-xl"),
+    ("bfl", "flux-pro-1.1"),
 }
 
 

@@ -203,7 +203,7 @@ def usage_record(
             _after_commit_checks(org, inserted, states)
         if existing and (budgets := active_budgets(org)):
             # Replays answer with the budgets as they stand now.
-            states += current_states(org, budgets, now)
+            states += current_states(org, budgets, now, open_missing=False)
 
     recorded = {e.idempotency_key: e for e in inserted} | existing
     new_keys = {e.idempotency_key for e in inserted}

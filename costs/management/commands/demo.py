@@ -64,6 +64,8 @@ CALLS = [
     ),
     ("openai", "dall-e-3", "image", lambda r: {"images": r.randint(1, 2)}, 6),
     ("openai", "whisper-1", "transcribe", lambda r: {"audio_seconds": str(r.randint(20, 900))}, 6),
+    ("stability", "stable-diffusion-xl", "image", lambda r: {"images": r.randint(1, 4)}, 5),
+    ("bfl", "flux-pro-1.1", "image", lambda r: {"images": 1}, 3),
 ]
 
 
