@@ -129,7 +129,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
         from django.utils.html import format_html, format_html_join
         from django.utils.safestring import mark_safe
 
-        from costs.selectors.analytics import profile_daily_chart, profile_month_spend
+        from costs.selectors.analytics import money, profile_daily_chart, profile_month_spend
         from quotas.admin import progress_bar
         from quotas.selectors import budget_list, budget_states, budget_status
 
@@ -157,7 +157,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
             "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>"
             '<div style="height:220px;max-width:720px"><canvas class="chart profile-daily-chart" '
             'data-type="bar" data-value="{}"></canvas></div>',
-            f"{spend['cost']:.2f}",
+            money(spend["cost"]),
             spend["events"],
             items or mark_safe("<li>No budget applies to this profile.</li>"),  # noqa: S308 - a constant
             chart,
