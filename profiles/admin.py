@@ -154,7 +154,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
         )
         # unfold's admin script draws <canvas class="chart"> with Chart.js from data-value.
         return format_html(
-            "<p>Spent this month: <strong>${}</strong> in {} call(s)</p><ul>{}</ul>"
+            "<p>Spent this month: <strong>{}</strong> in {} call(s)</p><ul>{}</ul>"
             '<div style="height:220px;max-width:720px"><canvas class="chart profile-daily-chart" '
             'data-type="bar" data-value="{}"></canvas></div>',
             money(spend["cost"]),
