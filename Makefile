@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DATABASE_URL_TEST ?= postgres://postgres:postgres@127.0.0.1:5432/spendplane
 
-.PHONY: install run test bench lint services
+.PHONY: install run test bench soak lint services
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ test: install services lint
 bench: install services
 	DATABASE_URL=$${DATABASE_URL:-$(DATABASE_URL_TEST)} DJANGO_SETTINGS_MODULE=config.settings.test \
 		$(PY) -m pytest tests/bench -p no:cacheprovider -s -q -o addopts=""
+
+# Chaos soak: real gunicorn, workers SIGKILLed, one PostgreSQL cluster restart,
+# then ledger == rollups == counters. It restarts the local cluster, so it runs
+# alone (CI runs it after the tests). SOAK_EVENTS=3000 for a short run.
+SOAK_EVENTS ?= 20000
+export SOAK_EVENTS
+soak: install services
+	DATABASE_URL=$${DATABASE_URL:-$(DATABASE_URL_TEST)} DJANGO_SETTINGS_MODULE=config.settings.test \
+		$(PY) -m pytest tests/soak -m soak -p no:cacheprovider -s -q

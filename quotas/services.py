@@ -248,7 +248,6 @@ def _reserve(
                     .update(reserved=F("reserved") + amount)
                 )
                 if not won:
-                    state.period.refresh_from_db()
                     raise _Denied(state)
                 holds.append((state, amount))
             reservation = Reservation.objects.create(
@@ -264,12 +263,14 @@ def _reserve(
                     for s, a in holds
                 ]
             )
-            for state in states:
-                state.period.refresh_from_db()
+            fresh = BudgetPeriod.objects.in_bulk([s.period.pk for s in states])
+            states = [BudgetState(s.budget, fresh[s.period.pk]) for s in states]
             return CheckResult(allowed=True, states=states, reservation=reservation)
     except _Denied as denied:
-        states = current_states(org, budgets, now)
-        return CheckResult(allowed=False, states=states, denied=[denied.state])
+        # Rolled back: read the counters as they stand, the denier among them.
+        states = current_states(org, budgets, now, open_missing=False)
+        denier = next(s for s in states if s.budget.pk == denied.state.budget.pk)
+        return CheckResult(allowed=False, states=states, denied=[denier])
 
 
 # -- charge, settle, release, expire ------------------------------------------------------
@@ -296,13 +297,23 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
     _, releases = _claim_reservations(org, settle_ids, Reservation.Status.SETTLED)
     touched: dict[int, BudgetPeriod] = {}
     keys = sorted(set(increments) | {k for k in releases}, key=lambda k: (k[0], k[1]))
+    # One read for every period already open; only missing ones are opened.
+    existing = {
+        (str(p.budget_id), p.start): p
+        for p in BudgetPeriod.objects.filter(
+            budget_id__in={k[0] for k in keys}, start__in={k[1] for k in keys}
+        )
+    }
     for key in keys:
         budget_id, start, end = key
-        if key in increments:
+        period = existing.get((budget_id, start))
+        add = increments.get(key, Decimal(0))
+        if period is None:
+            if key not in increments:
+                continue  # a hold on a period since deleted with its budget
             period, opened = period_ensure(by_id[budget_id], start, end)
-            add = Decimal(0) if opened else increments[key]
-        else:
-            period, add = BudgetPeriod.objects.get(budget_id=budget_id, start=start), Decimal(0)
+            if opened:
+                add = Decimal(0)  # the ledger sum it opened with includes these events
         _apply(period.pk, spent=add, release=releases.get(key, Decimal(0)))
         touched[period.pk] = period
     periods = BudgetPeriod.objects.filter(pk__in=touched).select_related("budget")

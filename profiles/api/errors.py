@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -119,6 +120,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         message = str(detail) if not isinstance(detail, dict | list) else "Request failed."
         return Response(error_body(code, message), status=status_code, headers=headers)
 
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable (restart, failover): say so, and when to retry.
+        logger.warning("database unavailable: %s", exc)
+        set_rollback()
+        return Response(
+            error_body("unavailable", "The service's database is unavailable; retry shortly."),
+            status=503,
+            headers={"Retry-After": "2"},
+        )
     logger.exception("Unhandled API error", exc_info=exc)
     set_rollback()
     return Response(error_body("server_error", "Internal server error."), status=500)
