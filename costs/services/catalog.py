@@ -106,8 +106,11 @@ def catalog_sync(*, catalog: list[CatalogModel]) -> SyncStats:
             (p.model_id, p.effective_from): p
             for p in Price.objects.filter(organization__isnull=True)
         }
+        # order_by(): the ledger's default ordering would turn DISTINCT into one
+        # row per event.
         used = set(
             UsageEvent.objects.filter(price__organization__isnull=True)
+            .order_by()
             .values_list("price_id", flat=True)
             .distinct()
         )

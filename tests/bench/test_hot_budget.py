@@ -1,0 +1,108 @@
+"""One hot counter: 32 clients reserving against ONE block budget over HTTP
+(POST /api/v1/quota/check with reserve true, a fixed small amount each).
+
+  run "open":    a large limit, so every reservation succeeds -> reservations/s
+  run "limit":   a limit worth BENCH_HOT_LIMIT_SLOTS reservations and twice as many
+                 requests, so the limit is reached mid-run -> decisions/s, and the
+                 overshoot spent + reserved - limit read from BudgetPeriod at the end
+                 (must be 0: reservations never push a block budget past its limit)
+
+  BENCH_HOT_RESERVATIONS   requests in the open run (default 4,000)
+  BENCH_HOT_LIMIT_SLOTS    reservations the limit run's limit allows (default 500)
+  BENCH_HOT_SECONDS        time cap of each run (default 20)
+  BENCH_HOT_CLIENTS        concurrent clients (default 32)
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from tests.bench.common import (
+    CpuMeter,
+    PgActivity,
+    context,
+    emit,
+    env_float,
+    env_int,
+    run_load,
+    target,
+)
+from tests.bench.conftest import make_tenant, pg_connect
+
+AMOUNT = Decimal("0.01")
+BODY = json.dumps(
+    {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "operation": "chat",
+        "estimate": {"cost": str(AMOUNT)},
+        "reserve": True,
+    }
+).encode()
+
+
+def _run(server, name: str, limit: Decimal, requests: int, clients: int, seconds: float):
+    from quotas.models import BudgetPeriod
+
+    tenant = make_tenant(
+        f"hot-{name}",
+        budgets=[{"name": "The one budget", "metric": "cost", "period": "monthly",
+                  "limit": limit}],
+        scopes="check",
+    )  # fmt: skip
+    headers = {**tenant.auth, "Content-Type": "application/json"}
+    result = run_load(
+        server.port,
+        lambda c, n: ("POST", "/api/v1/quota/check", BODY, headers),
+        clients=clients,
+        count=requests,
+        duration=seconds,
+        timeout=60,
+        cpu=CpuMeter(server.pid),
+        activity=PgActivity(pg_connect),
+    )
+    (budget,) = tenant.budgets
+    periods = list(BudgetPeriod.objects.filter(budget=budget))
+    spent = sum((p.spent for p in periods), Decimal(0))
+    reserved = sum((p.reserved for p in periods), Decimal(0))
+    return result, spent, reserved
+
+
+def test_hot_budget(server, machine):
+    clients = env_int("BENCH_HOT_CLIENTS", 32)
+    requests = env_int("BENCH_HOT_RESERVATIONS", 4000)
+    slots = env_int("BENCH_HOT_LIMIT_SLOTS", 500)
+    seconds = env_float("BENCH_HOT_SECONDS", 20.0)
+
+    open_limit = Decimal(10**9)
+    open_res, open_spent, open_reserved = _run(
+        server, "open", open_limit, requests, clients, seconds
+    )
+    tight_limit = AMOUNT * slots
+    tight_res, tight_spent, tight_reserved = _run(
+        server, "limit", tight_limit, 2 * slots, clients, seconds
+    )
+
+    allowed = open_res.statuses.get(200, 0)
+    tight_allowed = tight_res.statuses.get(200, 0)
+    tight_denied = tight_res.statuses.get(402, 0)
+    overshoot = tight_spent + tight_reserved - tight_limit
+    open_overshoot = open_spent + open_reserved - open_limit
+
+    machine.line("hot_budget", clients=clients, amount=AMOUNT, server=server.describe())
+    context("hot_budget_open", http=open_res.summary(), cpu=open_res.cpu, pg=open_res.pg,
+            reserved=open_reserved, expected_reserved=AMOUNT * allowed)  # fmt: skip
+    context("hot_budget_limit", http=tight_res.summary(), cpu=tight_res.cpu, pg=tight_res.pg, limit=tight_limit,
+            spent=tight_spent, reserved=tight_reserved, allowed=tight_allowed,
+            denied=tight_denied)  # fmt: skip
+    rate = allowed / open_res.wall if open_res.wall else 0.0
+    emit("hot_budget_reservations", rate, "reservations/s")
+    emit("hot_budget_reserve_p50", open_res.pct_ms(50), "ms")
+    emit("hot_budget_reserve_p99", open_res.pct_ms(99), "ms")
+    emit("hot_budget_limit_decisions", tight_res.count / tight_res.wall, "decisions/s")
+    emit("hot_budget_limit_allowed", tight_allowed, "reservations")
+    emit("hot_budget_overshoot", max(overshoot, Decimal(0)), "USD")
+    emit("hot_budget_open_overshoot", max(open_overshoot, Decimal(0)), "USD")
+    target("hot_budget", f">= 1000 reservations/s (measured {rate:.0f})", rate >= 1000)
+    target("hot_budget", f"overshoot == 0 (spent+reserved-limit = {overshoot})", overshoot <= 0)
