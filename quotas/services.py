@@ -236,20 +236,14 @@ def _reserve(
         with transaction.atomic():
             _lock_timeout()
             states = current_states(org, budgets, now)
-            holds: list[tuple[BudgetState, Decimal]] = []
-            for state in states:  # sorted by budget id: one lock order for everyone
-                if state.budget.action != Budget.Action.BLOCK:
-                    continue
-                amount = amount_for(state.budget.metric, amounts)
-                won = (
-                    BudgetPeriod.objects.filter(pk=state.period.pk)
-                    .alias(committed=F("spent") + F("reserved"))
-                    .filter(committed__lte=state.budget.limit - amount)
-                    .update(reserved=F("reserved") + amount)
-                )
-                if not won:
-                    raise _Denied(state)
-                holds.append((state, amount))
+            holds = [
+                (state, amount_for(state.budget.metric, amounts))
+                for state in states
+                if state.budget.action == Budget.Action.BLOCK
+            ]
+            # The reservation rows first, the counter updates last: a period's
+            # row lock is then held only from its UPDATE to COMMIT, which is
+            # what bounds how many reservations one hot budget can take.
             reservation = Reservation.objects.create(
                 organization=org,
                 profile_id=dims.profile_id,
@@ -263,8 +257,11 @@ def _reserve(
                     for s, a in holds
                 ]
             )
-            fresh = BudgetPeriod.objects.in_bulk([s.period.pk for s in states])
-            states = [BudgetState(s.budget, fresh[s.period.pk]) for s in states]
+            for state, amount in holds:  # sorted by budget id: one lock order for everyone
+                row = _hold(state.period.pk, amount, state.budget.limit)
+                if row is None:
+                    raise _Denied(state)
+                state.period.spent, state.period.reserved = row
             return CheckResult(allowed=True, states=states, reservation=reservation)
     except _Denied as denied:
         # Rolled back: read the counters as they stand, the denier among them.
@@ -314,21 +311,63 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
             period, opened = period_ensure(by_id[budget_id], start, end)
             if opened:
                 add = Decimal(0)  # the ledger sum it opened with includes these events
-        _apply(period.pk, spent=add, release=releases.get(key, Decimal(0)))
+        _apply(period, spent=add, release=releases.get(key, Decimal(0)))
         touched[period.pk] = period
-    periods = BudgetPeriod.objects.filter(pk__in=touched).select_related("budget")
-    return [BudgetState(p.budget, p) for p in periods]
+    # A hold released on a budget deactivated since has no status to report.
+    return [
+        BudgetState(by_id[str(p.budget_id)], p)
+        for p in touched.values()
+        if str(p.budget_id) in by_id
+    ]
 
 
-def _apply(period_id: int, *, spent: Decimal, release: Decimal) -> None:
+_TABLE = BudgetPeriod._meta.db_table
+
+
+def _returning(sql: str, params: list[object], period_id: int) -> tuple[Decimal, Decimal] | None:
+    """Run a counter UPDATE and give the row's new (spent, reserved), or None when
+    its condition refused. PostgreSQL answers in the same round trip."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(sql + " RETURNING spent, reserved", params)
+            return cursor.fetchone()
+        cursor.execute(sql, params)
+        if cursor.rowcount == 0:
+            return None
+    fresh = BudgetPeriod.objects.only("spent", "reserved").get(pk=period_id)
+    return fresh.spent, fresh.reserved
+
+
+def _hold(period_id: int, amount: Decimal, limit: Decimal) -> tuple[Decimal, Decimal] | None:
+    """Add ``amount`` to ``reserved`` only if spent + reserved + amount stays within
+    ``limit``; the row lock makes the check and the change one step."""
+    a = connection.ops.adapt_decimalfield_value(Decimal(amount), 30, 12)
+    lim = connection.ops.adapt_decimalfield_value(Decimal(limit), 30, 12)
+    return _returning(
+        f"UPDATE {_TABLE} SET reserved = reserved + CAST(%s AS NUMERIC) "  # noqa: S608
+        "WHERE id = %s AND spent + reserved + CAST(%s AS NUMERIC) <= CAST(%s AS NUMERIC)",
+        [a, period_id, a, lim],
+        period_id,
+    )
+
+
+def _apply(period: BudgetPeriod, *, spent: Decimal, release: Decimal) -> None:
+    """Add actual usage and take a settled hold off, in one UPDATE; the period
+    object gets the row's new figures."""
     if not spent and not release:
         return
-    updates: dict[str, object] = {}
-    if spent:
-        updates["spent"] = F("spent") + spent
-    if release:
-        updates["reserved"] = Greatest(F("reserved") - release, Value(Decimal(0)))
-    BudgetPeriod.objects.filter(pk=period_id).update(**updates)
+    a = connection.ops.adapt_decimalfield_value(Decimal(spent), 30, 12)
+    r = connection.ops.adapt_decimalfield_value(Decimal(release), 30, 12)
+    # CASE rather than GREATEST/MAX: the same SQL on PostgreSQL and SQLite.
+    row = _returning(
+        f"UPDATE {_TABLE} SET spent = spent + CAST(%s AS NUMERIC), "  # noqa: S608
+        "reserved = CASE WHEN reserved - CAST(%s AS NUMERIC) < 0 THEN 0 "
+        "ELSE reserved - CAST(%s AS NUMERIC) END WHERE id = %s",
+        [a, r, r, period.pk],
+        period.pk,
+    )
+    if row is not None:
+        period.spent, period.reserved = row
 
 
 def _claim_reservations(
