@@ -106,7 +106,7 @@ class Budget(BaseModel):
 
     @property
     def is_money(self) -> bool:
-        return self.metric == self.Metric.COST
+        return self.metric == "cost"
 
 
 class BudgetPeriod(models.Model):

@@ -40,6 +40,14 @@ UsageRecordOut = inline_serializer(
 )
 
 
+def _status(state: Any) -> dict[str, Any]:
+    # A batch's events share a handful of budget states: render each once.
+    cached = getattr(state, "_rendered", None)
+    if cached is None:
+        cached = state._rendered = budget_status(state)
+    return cached
+
+
 def event_body(
     event: UsageEvent, currency: str, budgets: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -51,7 +59,7 @@ def event_body(
         "price_id": str(event.price_id) if event.price_id else None,
         "model": event.model,
         "provider": event.provider,
-        "budgets": [budget_status(s) for s in budgets or []],
+        "budgets": [_status(s) for s in budgets or []],
     }
 
 

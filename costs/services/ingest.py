@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+import psycopg
+from django.db import connection, models, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from costs.models import COUNT_METERS, UsageEvent
 from costs.pricing.engine import METERS, price_usage
@@ -182,10 +184,7 @@ def usage_record(
         profiles = _profiles(org, {k: firsts[k].profile for k in candidates if firsts[k].profile})
         for e in ordered:
             e.profile = profiles.get(firsts[e.idempotency_key].profile or "")
-        UsageEvent.objects.bulk_create(ordered, ignore_conflicts=True, batch_size=1000)
-        inserted_ids = set(
-            UsageEvent.objects.filter(id__in=[e.id for e in ordered]).values_list("id", flat=True)
-        )
+        inserted_ids = _insert_events(ordered)
         inserted = [e for e in ordered if e.id in inserted_ids]
         existing: dict[str, UsageEvent] = {}
         missing_keys = [e.idempotency_key for e in ordered if e.id not in inserted_ids]
@@ -223,6 +222,44 @@ def usage_record(
         first_seen.add(ev.idempotency_key)
         results.append(EventResult(status, row, _states_for(row, states, tz)))
     return results
+
+
+def _insert_events(events: list[UsageEvent]) -> set[uuid.UUID]:
+    """Insert the events, skipping keys already recorded; return the ids inserted.
+
+    On PostgreSQL one ``INSERT ... SELECT FROM unnest(<one array per column>)
+    ON CONFLICT DO NOTHING RETURNING id`` does it in a single round trip without
+    building a model statement per row (the ORM's bulk_create spent half of a
+    1,000-event batch there). Rows go in the given (key) order."""
+    if not events:
+        return set()
+    if connection.vendor != "postgresql":
+        UsageEvent.objects.bulk_create(events, ignore_conflicts=True, batch_size=500)
+        ids = [e.id for e in events]
+        return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
+    fields = UsageEvent._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    # Values go to psycopg as they are (UUID, str, int, Decimal, aware datetime,
+    # date, bool); only JSON needs wrapping. Field-by-field ORM preparation cost
+    # more than the INSERT itself.
+    params = [
+        [Jsonb(getattr(e, f.attname)) for e in events]
+        if isinstance(f, models.JSONField)
+        else [getattr(e, f.attname) for e in events]
+        for f in fields
+    ]
+    connection.ensure_connection()
+    # A server-side-binding cursor: the arrays travel as parameters instead of
+    # being quoted into the SQL text on the client.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608 - our names
+            f"SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id",
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _after_commit_checks(
