@@ -199,8 +199,8 @@ def quota_check(
     try:
         budgets = [b for b in active_budgets(org) if budget_matches(b, dims)]
         if not reserve:
-            with transaction.atomic():
-                states = current_states(org, budgets, now)
+            # A read: no transaction, no period opened (an untouched period is empty).
+            states = current_states(org, budgets, now, open_missing=False)
             denied = [s for s in states if _would_exceed(s, amounts)]
             return CheckResult(allowed=not denied, states=states, denied=denied)
         result = _reserve(org, dims, budgets, amounts, ttl_seconds, now)
