@@ -19,6 +19,7 @@ from profiles.admin_scoping import (
     GlobalCatalogAdminMixin,
     ReadOnlyAdminMixin,
     TenantScopedAdminMixin,
+    is_tenant_staff,
 )
 from profiles.tenancy import orgs_managed_by, orgs_visible_to
 
@@ -64,7 +65,7 @@ class PriceInline(TabularInline):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Whoever may read the catalog reads its history; get_queryset scopes the rows.
-        return request.user.is_superuser or orgs_visible_to(request.user).exists()
+        return is_tenant_staff(request.user)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

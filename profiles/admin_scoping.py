@@ -29,6 +29,14 @@ def _org_of(obj: models.Model, path: str) -> Organization | None:
     return target
 
 
+def is_tenant_staff(user: Any) -> bool:
+    """May open the admin at all: an active staff superuser, or a staff member
+    of at least one organization."""
+    return bool(
+        user.is_active and user.is_staff and (user.is_superuser or orgs_visible_to(user).exists())
+    )
+
+
 class TenantScopedAdminMixin:
     """``org_path`` is the lookup from the model to its Organization ("" for the
     Organization model itself). ``global_rows_readable``: rows with no
@@ -59,12 +67,7 @@ class TenantScopedAdminMixin:
 
     # -- permissions by role -----------------------------------------------------------
     def has_module_permission(self, request: HttpRequest) -> bool:
-        user = request.user
-        return (
-            user.is_active
-            and user.is_staff
-            and (user.is_superuser or orgs_visible_to(user).exists())
-        )
+        return is_tenant_staff(request.user)
 
     def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         if request.user.is_superuser:
@@ -128,12 +131,7 @@ class GlobalCatalogAdminMixin:
     global_catalog = True
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        user = request.user
-        return (
-            user.is_active
-            and user.is_staff
-            and (user.is_superuser or orgs_visible_to(user).exists())
-        )
+        return is_tenant_staff(request.user)
 
     def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return self.has_module_permission(request)
