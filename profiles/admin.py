@@ -78,6 +78,12 @@ class MembershipForm(forms.ModelForm):
         model = Membership
         fields = ["organization", "user", "role"]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.instance.pk is None and not data.get("user") and not data.get("email"):
+            self.add_error("email", "Give the member's email (or pick a user).")
+        return data
+
 
 @admin.register(Membership)
 class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
@@ -109,8 +115,6 @@ class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
             obj.pk = membership.pk
             obj.user = membership.user
             return
-        if not change and not getattr(obj, "user_id", None):
-            raise ValidationError("Give the member's email.")
         super().save_model(request, obj, form, change)
 
 

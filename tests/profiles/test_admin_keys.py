@@ -59,3 +59,22 @@ def test_viewer_sees_keys_read_only(tenant_a):
     page = client.get(reverse("admin:profiles_apikey_change", args=[tenant_a.key.pk]))
     assert page.status_code == 200
     assert 'name="_save"' not in page.content.decode()
+
+
+def test_owner_invites_a_member_by_email_and_a_missing_email_is_a_form_error(tenant_a, alice):
+    from django.contrib.auth import get_user_model
+
+    from profiles.models import Membership
+
+    client = _login(alice)
+    url = reverse("admin:profiles_membership_add")
+    missing = client.post(url, {"organization": str(tenant_a.org.pk), "role": "member"})
+    assert missing.status_code == 200
+    assert "Give the member" in missing.content.decode()
+    resp = client.post(
+        url, {"organization": str(tenant_a.org.pk), "email": "new@acme.test", "role": "viewer"}
+    )
+    assert resp.status_code == 302
+    user = get_user_model().objects.get(email="new@acme.test")
+    assert user.is_staff and not user.has_usable_password()
+    assert Membership.objects.get(user=user, organization=tenant_a.org).role == "viewer"
