@@ -16,7 +16,7 @@ from profiles.models import Organization
 from profiles.tenancy import orgs_visible_to
 from quotas.alerts import projection
 from quotas.models import Alert
-from quotas.selectors import budget_list, budget_states, budget_status
+from quotas.selectors import bar_level, budget_list, budget_states, budget_status
 
 
 def _org_for(request: HttpRequest) -> tuple[Organization | None, list[Organization]]:
@@ -31,14 +31,9 @@ def _org_for(request: HttpRequest) -> tuple[Organization | None, list[Organizati
 
 
 def _bar(status: dict[str, Any], thresholds: list[int]) -> dict[str, Any]:
-    percent = float(status["percent_used"])  # display width only, never money
-    low = min(thresholds) if thresholds else 80
-    level = (
-        "ok"
-        if percent < low
-        else ("warn" if percent < max(100, max(thresholds or [100])) else "over")
-    )
-    return {**status, "width": min(percent, 100.0), "level": level}
+    percent = Decimal(status["percent_used"])
+    width = max(Decimal(0), min(percent, Decimal(100)))
+    return {**status, "width": f"{width:f}", "level": bar_level(percent, thresholds)}
 
 
 def dashboard_payload(org: Organization, range_name: str | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -151,7 +152,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
                     r["metric"],
                     r["spent"],
                     r["limit"],
-                    progress_bar(float(r["percent_used"]), []),
+                    progress_bar(Decimal(r["percent_used"]), []),
                 )
                 for r in rows
             ),

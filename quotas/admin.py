@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
@@ -13,17 +14,16 @@ from profiles.models import Organization
 from profiles.tenancy import orgs_managed_by
 from quotas.alerts import alert_mark_read, alert_resolve
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery, Reservation
-from quotas.selectors import budget_states, budget_status
+from quotas.selectors import bar_level, budget_states, budget_status
 from quotas.services import budget_create, budget_update, reservation_release
 
+BAR_COLORS = {"ok": "#16a34a", "warn": "#d97706", "over": "#dc2626"}
 
-def progress_bar(percent: float, thresholds: list[int]) -> str:
-    """A bar colored at the budget's alert thresholds: green below the first,
-    amber past it, red past the last (or 100%)."""
-    low = min(thresholds) if thresholds else 80
-    high = max(max(thresholds) if thresholds else 100, 100)
-    color = "#16a34a" if percent < low else ("#d97706" if percent < high else "#dc2626")
-    width = max(0.0, min(percent, 100.0))
+
+def progress_bar(percent: Decimal, thresholds: list[int]) -> str:
+    """A bar colored at the budget's alert thresholds."""
+    color = BAR_COLORS[bar_level(percent, thresholds)]
+    width = max(Decimal(0), min(percent, Decimal(100)))
     return format_html(
         '<div class="budget-bar" title="{}%" style="width:140px;height:10px;background:#e5e7eb;'
         'border-radius:5px;overflow:hidden"><div style="width:{}%;height:100%;background:{}"></div>'
@@ -110,7 +110,7 @@ class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
     def usage_bar(self, obj: Budget) -> str:
         status = self._status(obj)
         return progress_bar(
-            float(status["percent_used"]), obj.thresholds
+            Decimal(status["percent_used"]), obj.thresholds
         )  # display only, not money
 
     def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:

@@ -67,3 +67,10 @@ def tightest(states: list[BudgetState]) -> BudgetState | None:
     return min(
         states, key=lambda s: (s.budget.limit - s.period.spent - s.period.reserved) / s.budget.limit
     )
+
+
+def bar_level(percent: Decimal, thresholds: list[int]) -> str:
+    """ok below the first alert threshold, warn past it, over past the last (or 100%)."""
+    low = min(thresholds) if thresholds else 80
+    high = max(max(thresholds) if thresholds else 100, 100)
+    return "ok" if percent < low else ("warn" if percent < high else "over")
