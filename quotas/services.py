@@ -22,8 +22,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from profiles.models import Organization
@@ -32,6 +30,8 @@ from quotas.periods import period_bounds
 from quotas.spend import spend_between
 
 COUNT_METRICS = {m for m in Budget.Metric.values if m != "cost"}
+# (budget id, period start, period end): the key periods are locked in order of.
+PeriodKey = tuple[str, datetime, datetime]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def amount_for(metric: str, amounts: Mapping[str, Decimal | int]) -> Decimal:
     return Decimal(amounts.get(metric, 0))
 
 
-def _period_key(budget: Budget, org: Organization, at: datetime) -> tuple[str, datetime, datetime]:
+def _period_key(budget: Budget, org: Organization, at: datetime) -> PeriodKey:
     start, end = period_bounds(budget.period, org.tz, at)
     return str(budget.pk), start, end
 
@@ -283,7 +283,7 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
     settle_ids = {c.reservation_id for c in charges if c.reservation_id}
     if not budgets and not settle_ids:
         return []
-    increments: dict[tuple[str, datetime, datetime], Decimal] = defaultdict(Decimal)
+    increments: dict[PeriodKey, Decimal] = defaultdict(Decimal)
     by_id = {str(b.pk): b for b in budgets}
     for ch in charges:
         for budget in budgets:
@@ -291,7 +291,7 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
                 increments[_period_key(budget, org, ch.occurred_at)] += amount_for(
                     budget.metric, ch.amounts
                 )
-    _, releases = _claim_reservations(org, settle_ids, Reservation.Status.SETTLED)
+    _, releases, _ = _claim_reservations(org, settle_ids, Reservation.Status.SETTLED)
     touched: dict[int, BudgetPeriod] = {}
     keys = sorted(set(increments) | {k for k in releases}, key=lambda k: (k[0], k[1]))
     # One read for every period already open; only missing ones are opened.
@@ -372,32 +372,34 @@ def _apply(period: BudgetPeriod, *, spent: Decimal, release: Decimal) -> None:
 
 def _claim_reservations(
     org: Organization, ids: Iterable[uuid.UUID], status: str
-) -> tuple[list[uuid.UUID], dict[tuple[str, datetime, datetime], Decimal]]:
+) -> tuple[list[uuid.UUID], dict[PeriodKey, Decimal], dict[PeriodKey, BudgetPeriod]]:
     """Move held reservations to ``status`` (only those still held: the row
     count decides, so a retry or a race releases nothing twice) and return the
-    amounts to take off each period's ``reserved``."""
+    amounts to take off each period's ``reserved``, with those periods."""
     ids = list(ids)
     if not ids:
-        return [], {}
+        return [], {}, {}
     won = []
     for rid in sorted(ids, key=str):
         if Reservation.objects.filter(
             pk=rid, organization=org, status=Reservation.Status.HELD
         ).update(status=status, ended_at=timezone.now()):
             won.append(rid)
-    releases: dict[tuple[str, datetime, datetime], Decimal] = defaultdict(Decimal)
+    releases: dict[PeriodKey, Decimal] = defaultdict(Decimal)
+    periods: dict[PeriodKey, BudgetPeriod] = {}
     for hold in ReservationHold.objects.filter(reservation_id__in=won).select_related("period"):
         p = hold.period
-        releases[(str(p.budget_id), p.start, p.end)] += hold.amount
-    return won, releases
+        key = (str(p.budget_id), p.start, p.end)
+        releases[key] += hold.amount
+        periods[key] = p
+    return won, releases, periods
 
 
-def _release_holds(releases: Mapping[tuple[str, datetime, datetime], Decimal]) -> None:
-    for key in sorted(releases, key=lambda k: (k[0], k[1])):
-        budget_id, start, _ = key
-        BudgetPeriod.objects.filter(budget_id=budget_id, start=start).update(
-            reserved=Greatest(F("reserved") - releases[key], Value(Decimal(0)))
-        )
+def _release_holds(
+    releases: Mapping[PeriodKey, Decimal], periods: Mapping[PeriodKey, BudgetPeriod]
+) -> None:
+    for key in sorted(releases, key=lambda k: (k[0], k[1])):  # the one lock order
+        _apply(periods[key], spent=Decimal(0), release=releases[key])
 
 
 def reservation_release(*, org: Organization, reservation_id: uuid.UUID) -> Reservation:
@@ -407,8 +409,10 @@ def reservation_release(*, org: Organization, reservation_id: uuid.UUID) -> Rese
     if reservation is None:
         raise ReservationNotFound(str(reservation_id))
     with transaction.atomic():
-        _, releases = _claim_reservations(org, [reservation_id], Reservation.Status.RELEASED)
-        _release_holds(releases)
+        _, releases, periods = _claim_reservations(
+            org, [reservation_id], Reservation.Status.RELEASED
+        )
+        _release_holds(releases, periods)
     reservation.refresh_from_db()
     return reservation
 
@@ -424,8 +428,8 @@ def reservations_expire(*, org: Organization | None = None, now: datetime | None
     for organization_id, rid in qs.values_list("organization_id", "id")[:10_000]:
         with transaction.atomic():
             target = org if org is not None else Organization(pk=organization_id)
-            won, releases = _claim_reservations(target, [rid], Reservation.Status.EXPIRED)
-            _release_holds(releases)
+            won, releases, periods = _claim_reservations(target, [rid], Reservation.Status.EXPIRED)
+            _release_holds(releases, periods)
             count += len(won)
     return count
 

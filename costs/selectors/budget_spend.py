@@ -4,6 +4,7 @@ compares counters to."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -15,7 +16,19 @@ from costs.models import UsageEvent
 if TYPE_CHECKING:
     from quotas.models import Budget
 
-# Each event counts as at least one request, as the ingestion charge does.
+
+def budget_amounts(meters: Mapping[str, int | Decimal], cost: Decimal) -> dict[str, int | Decimal]:
+    """What one call (recorded, or estimated by a pre-flight check) counts for
+    each budget metric: its meters, its cost, at least one request, and input +
+    output as total tokens. _METRIC_EXPRESSIONS below is the same rule in SQL."""
+    amounts: dict[str, int | Decimal] = dict(meters)
+    amounts["cost"] = cost
+    amounts["requests"] = max(int(meters.get("requests", 0)), 1)
+    amounts["total_tokens"] = meters.get("input_tokens", 0) + meters.get("output_tokens", 0)
+    return amounts
+
+
+# Each event counts as at least one request, as budget_amounts says.
 _METRIC_EXPRESSIONS = {
     "cost": F("cost"),
     "requests": Case(

@@ -25,8 +25,9 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from costs.models import COUNT_METERS, UsageEvent
+from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
+from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import PriceBook, model_resolve, price_book
 from costs.services.rollups import rollup_add
 from profiles.models import ApiKey, Organization, Profile
@@ -220,7 +221,7 @@ def usage_record(
             201 if ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen else 200
         )
         first_seen.add(ev.idempotency_key)
-        results.append(EventResult(status, row, _states_for(row, states, tz)))
+        results.append(EventResult(status, row, _states_for(row, states)))
     return results
 
 
@@ -292,12 +293,12 @@ def _after_commit_checks(
     transaction.on_commit(enqueue)
 
 
-def _states_for(row: UsageEvent, states: list[BudgetState], tz: object) -> list[BudgetState]:
+def _states_for(row: UsageEvent, states: list[BudgetState]) -> list[BudgetState]:
     """The budgets an event counts against, in the period it fell in (or, for a
     replay, the current one)."""
     if not states:
         return []
-    dims = Dimensions(row.profile_id, row.api_key_id, row.provider, row.model, row.operation)
+    dims = _dims(row)
     chosen: dict[object, BudgetState] = {}
     for state in states:
         if not budget_matches(state.budget, dims):
@@ -308,15 +309,14 @@ def _states_for(row: UsageEvent, states: list[BudgetState], tz: object) -> list[
     return sorted(chosen.values(), key=lambda s: s.budget.name)
 
 
+def _dims(e: UsageEvent) -> Dimensions:
+    return Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation)
+
+
 def _charge(e: UsageEvent) -> Charge:
-    amounts: dict[str, Decimal | int] = {m: getattr(e, m) for m in COUNT_METERS}
-    amounts["audio_seconds"] = e.audio_seconds
-    amounts["cost"] = e.cost
-    amounts["requests"] = max(e.requests, 1)
-    amounts["total_tokens"] = e.input_tokens + e.output_tokens
     return Charge(
-        dims=Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation),
+        dims=_dims(e),
         occurred_at=e.occurred_at,
-        amounts=amounts,
+        amounts=budget_amounts({m: getattr(e, m) for m in METERS}, e.cost),
         reservation_id=e.reservation_id,
     )

@@ -23,6 +23,7 @@ from costs.api.schemas import (
     parse_money,
     validate_with_usage,
 )
+from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import model_resolve
 from costs.selectors.pricing import cost_estimate
 from profiles.api.base import TenantApiView
@@ -133,10 +134,7 @@ class QuotaCheckApi(TenantApiView):
                 org=self.org, provider=provider, model=data.model, usage=meters, at=timezone.now()
             )
             cost, priced = estimate.cost, estimate.priced
-        amounts: dict[str, Decimal | int] = {k: v for k, v in meters.items()}
-        amounts["cost"] = cost
-        amounts["requests"] = meters.get("requests") or 1
-        amounts["total_tokens"] = meters.get("input_tokens", 0) + meters.get("output_tokens", 0)
+        amounts = budget_amounts(meters, cost)
         key = request.api_key  # type: ignore[attr-defined]
         dims = Dimensions(
             profile_id=profile.pk if profile else None,
