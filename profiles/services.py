@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from config.rows import RowReader, db_value
 from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -170,11 +171,7 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
         raise KeyRejected("Malformed API key.")
     _, prefix, secret = parts
     presented = hash_secret(secret)
-    key = (
-        ApiKey.objects.select_related("organization", "profile").filter(prefix=prefix).first()
-        if len(prefix) <= 16
-        else None
-    )
+    key = _key_by_prefix(prefix) if len(prefix) <= 16 else None
     expected = key.secret_hash if key is not None else "0" * 64
     if not hmac.compare_digest(presented, expected) or key is None:
         raise KeyRejected("Invalid API key.")
@@ -191,8 +188,48 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
     return key
 
 
+_KEYS = RowReader(ApiKey)
+_ORGS = RowReader(Organization)
+_PROFILES = RowReader(Profile)
+
+
+def _key_by_prefix(prefix: str) -> ApiKey | None:
+    """The key with ``prefix``, its organization and profile loaded: one
+    hand-written join, since every API request starts here."""
+    sql = (
+        f"SELECT {_KEYS.columns('k')}, {_ORGS.columns('o')}, {_PROFILES.columns('p')} "  # noqa: S608
+        f"FROM {ApiKey._meta.db_table} k "
+        f"JOIN {Organization._meta.db_table} o ON o.id = k.organization_id "
+        f"LEFT JOIN {Profile._meta.db_table} p ON p.id = k.profile_id "
+        "WHERE k.prefix = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    key = _KEYS.read(row)
+    key.organization = _ORGS.read(row, _KEYS.width)
+    profile = _PROFILES.read(row, _KEYS.width + _ORGS.width)
+    if profile is not None:
+        profile.organization = key.organization
+        key.profile = profile
+    return key
+
+
 def profile_get_or_create(*, org: Organization, external_id: str) -> Profile:
     """The profile named ``external_id`` in ``org``, created on first mention.
     Safe under concurrency (the unique constraint decides the race)."""
+    sql = (
+        f"SELECT {_PROFILES.columns('p')} FROM {Profile._meta.db_table} p "  # noqa: S608
+        "WHERE p.organization_id = %s AND p.external_id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [db_value(Profile, "organization", org.pk), external_id])
+        row = cursor.fetchone()
+    if row is not None:
+        profile = _PROFILES.read(row)
+        profile.organization = org
+        return profile
     profile, _ = Profile.objects.get_or_create(organization=org, external_id=external_id)
     return profile

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db import connection
 
+from config.rows import RowReader, db_value, placeholders
 from costs.models import AIModel, Price
 from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import Organization
@@ -175,14 +176,23 @@ class PriceBook:
         return None
 
 
+_PRICES = RowReader(Price)
+
+
 def price_book(*, org: Organization, model_ids: Iterable[int]) -> PriceBook:
-    """One query: all global and ``org``'s prices of these models."""
-    ids = set(model_ids)
+    """One query: all global and ``org``'s prices of these models. Hand-written
+    SQL: it runs on every check and every ingestion."""
+    ids = sorted(set(model_ids))
     if not ids:
         return PriceBook([])
-    prices = Price.objects.filter(
-        Q(organization__isnull=True) | Q(organization=org), model_id__in=ids
+    sql = (
+        f"SELECT {_PRICES.columns('p')} FROM {Price._meta.db_table} p "  # noqa: S608 - our names
+        f"WHERE p.model_id IN ({placeholders(len(ids))}) "
+        "AND (p.organization_id IS NULL OR p.organization_id = %s)"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*ids, db_value(Price, "organization", org.pk)])
+        prices = [_PRICES.read(row) for row in cursor.fetchall()]
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
     )

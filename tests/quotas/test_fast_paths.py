@@ -1,0 +1,195 @@
+"""The pre-flight check's hand-written reads and the one-statement reservation
+answer exactly what the ORM paths answer, and survive budgets changing under them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from config.rows import RowReader
+from costs.models import Price
+from costs.selectors.catalog import model_resolve, price_book
+from profiles.models import ApiKey, Organization, Profile
+from profiles.services import _key_by_prefix, profile_get_or_create
+from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
+from quotas.services import (
+    Dimensions,
+    _reserve,
+    _reserve_orm,
+    budget_create,
+    budget_states_now,
+    current_states,
+    quota_check,
+)
+from tests.quotas.helpers import utc
+
+NOW = utc(2026, 11, 20, 12)
+DIMS = Dimensions(None, None, "openai", "gpt-4o", "chat")
+
+
+@pytest.fixture
+def frozen():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def _budgets(org: Organization) -> list[Budget]:
+    specs = [
+        ("money", "cost", "monthly", "block", "1.00"),
+        ("tokens", "total_tokens", "daily", "block", "1000"),
+        ("weekly", "requests", "weekly", "warn", "5"),
+        ("forever", "requests", "total", "block", "3"),
+    ]
+    return [
+        budget_create(org=org, name=n, metric=m, period=p, action=a, limit=Decimal(lim))
+        for n, m, p, a, lim in specs
+    ]
+
+
+@pytest.mark.django_db
+def test_budget_states_now_reads_what_current_states_reads(tenant_a, frozen):
+    org = tenant_a.org
+    org.timezone = "America/Los_Angeles"
+    org.save()
+    _budgets(org)
+    inactive = budget_create(org=org, name="off", limit=Decimal(9))
+    Budget.objects.filter(pk=inactive.pk).update(active=False)
+    BudgetPeriod.objects.filter(budget__name="tokens").update(
+        spent=Decimal("12.5"), reserved=Decimal(3)
+    )
+    orm = current_states(org, Budget.objects.filter(organization=org, active=True), NOW)
+    fast = budget_states_now(org, NOW)
+    assert [s.budget.pk for s in fast] == [s.budget.pk for s in orm]
+    for a, b in zip(fast, orm, strict=True):
+        for field in ("name", "metric", "period", "action", "limit", "thresholds", "profile_id"):
+            assert getattr(a.budget, field) == getattr(b.budget, field)
+        assert (a.period.pk, a.period.start, a.period.end) == (
+            b.period.pk,
+            b.period.start,
+            b.period.end,
+        )
+        assert (a.period.spent, a.period.reserved) == (b.period.spent, b.period.reserved)
+        assert isinstance(a.period.spent, Decimal) and isinstance(a.budget.limit, Decimal)
+    tokens = next(s for s in fast if s.budget.name == "tokens")
+    assert tokens.period.spent == Decimal("12.5")
+    # Los Angeles' day, not UTC's.
+    assert tokens.period.start == utc(2026, 11, 20, 8)
+
+
+@pytest.mark.django_db
+def test_a_read_of_a_new_period_writes_nothing_and_a_reservation_opens_it(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    later = NOW + timedelta(days=1)  # a new day: the daily budget has no row for it
+    before = BudgetPeriod.objects.count()
+    states = budget_states_now(org, later, open_missing=False)
+    tokens = next(s for s in states if s.budget.name == "tokens")
+    assert tokens.period.pk is None and tokens.period.spent == 0
+    assert BudgetPeriod.objects.count() == before
+    budget_states_now(org, later)
+    assert BudgetPeriod.objects.count() == before + 1
+
+
+@pytest.mark.django_db
+def test_the_one_statement_reservation_holds_all_or_none(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    amounts = {"cost": Decimal("0.25"), "requests": 1, "total_tokens": 100}
+    results = [quota_check(org=org, dims=DIMS, amounts=amounts, reserve=True) for _ in range(4)]
+    # "forever" allows 3 requests: the 4th is refused, by it alone ($1.00 still fits).
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [s.budget.name for s in results[3].denied] == ["forever"]
+    held = Reservation.objects.filter(organization=org)
+    assert held.count() == 3
+    # One hold per block budget (not the warn one) per reservation.
+    assert ReservationHold.objects.filter(reservation__in=held).count() == 9
+    periods = {p.budget.name: p for p in BudgetPeriod.objects.select_related("budget")}
+    assert periods["money"].reserved == Decimal("0.75")
+    assert periods["tokens"].reserved == 300
+    assert periods["forever"].reserved == 3
+    assert periods["weekly"].reserved == 0
+    # The refused call's answer shows the counters as they stood.
+    denied = results[3].states
+    assert {s.budget.name: s.period.reserved for s in denied}["money"] == Decimal("0.75")
+    reservation = results[0].reservation
+    stored = Reservation.objects.get(pk=reservation.pk)
+    assert stored.status == "held" and stored.expires_at == NOW + timedelta(seconds=300)
+    assert stored.estimate == {"cost": "0.25", "requests": "1", "total_tokens": "100"}
+
+
+@pytest.mark.django_db
+def test_a_budget_deleted_after_the_read_is_not_held_and_nothing_breaks(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    states = [s for s in budget_states_now(org, NOW)]
+    Budget.objects.filter(organization=org, name="forever").delete()
+    amounts = {"cost": Decimal("0.10"), "requests": 1, "total_tokens": 10}
+    result = _reserve(org, DIMS, states, amounts, 60, NOW)
+    assert result.allowed
+    holds = ReservationHold.objects.filter(reservation_id=result.reservation.pk)
+    assert sorted(h.period.budget.name for h in holds) == ["money", "tokens"]
+
+
+@pytest.mark.django_db
+def test_the_orm_reservation_for_sqlite_agrees(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    amounts = {"cost": Decimal("0.25"), "requests": 1, "total_tokens": 100}
+    answers = []
+    for _ in range(4):
+        reservation = Reservation(
+            id=uuid.uuid4(),
+            organization=org,
+            expires_at=NOW + timedelta(seconds=60),
+            estimate={},
+        )
+        states = budget_states_now(org, NOW)
+        answers.append(_reserve_orm(org, reservation, states, amounts, NOW))
+    assert [r.allowed for r in answers] == [True, True, True, False]
+    assert [s.budget.name for s in answers[3].denied] == ["forever"]
+    assert BudgetPeriod.objects.get(budget__name="money").reserved == Decimal("0.75")
+    assert Reservation.objects.filter(organization=org).count() == 3
+
+
+@pytest.mark.django_db
+def test_row_reader_builds_what_the_orm_builds(tenant_a, tenant_b, catalog):
+    key = _key_by_prefix(tenant_a.key.prefix)
+    orm = ApiKey.objects.select_related("organization", "profile").get(pk=tenant_a.key.pk)
+    for field in ApiKey._meta.concrete_fields:
+        assert getattr(key, field.attname) == getattr(orm, field.attname), field.name
+    for field in Organization._meta.concrete_fields:
+        assert getattr(key.organization, field.attname) == getattr(orm.organization, field.attname)
+    assert key.scopes == orm.scopes and isinstance(key.scopes, list)
+    assert key.profile is None and _key_by_prefix("nope") is None
+
+    profile = profile_get_or_create(org=tenant_a.org, external_id=tenant_a.profile.external_id)
+    assert profile.pk == tenant_a.profile.pk and profile.created_at == tenant_a.profile.created_at
+    created = profile_get_or_create(org=tenant_a.org, external_id="someone-new")
+    assert Profile.objects.get(pk=created.pk).external_id == "someone-new"
+
+    resolved = model_resolve(provider="openai", model="gpt-4o")
+    own = Price.objects.create(
+        model_id=resolved.id,
+        organization=tenant_a.org,
+        effective_from=timezone.now() - timedelta(days=1),
+        input_tokens=Decimal("1.25"),
+        output_tokens=Decimal(5),
+        tiers=[{"threshold": 1000, "rates": {"input_tokens": "2.5"}}],
+    )
+    book = price_book(org=tenant_a.org, model_ids=[resolved.id])
+    row = book.at(resolved.id, timezone.now())
+    assert row.id == own.pk and row.organization_id == tenant_a.org.pk
+    assert row.rates.rates["input_tokens"] == Decimal("1.25")
+    assert row.rates.tiers[0].rates == {"input_tokens": Decimal("2.5")}
+    # Another tenant never sees it.
+    other = tenant_b.org
+    assert (
+        price_book(org=other, model_ids=[resolved.id]).at(resolved.id, timezone.now()).id != own.pk
+    )
+    reader = RowReader(Price)
+    assert reader.width == len(Price._meta.concrete_fields)
