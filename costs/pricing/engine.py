@@ -86,10 +86,14 @@ INPUT_SUBSETS: tuple[str, ...] = ("cached_input_tokens", "cache_write_tokens", "
 OUTPUT_SUBSETS: tuple[str, ...] = ("output_audio_tokens",)
 """Meters that are subsets of ``output_tokens`` and fall back to its rate."""
 
+# price_usage reads the totals and their subsets by position.
+assert METERS[:6] == ("input_tokens", "output_tokens", *INPUT_SUBSETS, *OUTPUT_SUBSETS)
+
 MONEY_PLACES: int = 12
 """Decimal places kept on every returned money value."""
 
 _MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)  # Decimal("1E-12")
+_ZERO_MONEY = Decimal(0).quantize(_MONEY_QUANTUM)  # Decimal("0E-12")
 
 # 50 significant digits comfortably holds quantity (<= 10**15, 16 digits) times a per-unit rate
 # with up to ~30 significant digits. Trapping Inexact turns "would have rounded" into an
@@ -168,6 +172,12 @@ class Rates:
 
     rates: Mapping[str, Decimal | None]
     tiers: tuple[Tier, ...] = field(default=())
+    # Rate per meter (contract order) after tier and subset fallback, for the base
+    # rates (key None) and each tier (key: its threshold): worked out once here,
+    # since every event priced with these rates needs one of them.
+    effective: Mapping[int | None, tuple[Decimal | None, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         _check_meter_keys(self.rates, "rates")
@@ -179,6 +189,26 @@ class Rates:
             raise ValueError(f"Duplicate tier thresholds: {thresholds}.")
         object.__setattr__(self, "rates", MappingProxyType(dict(self.rates)))
         object.__setattr__(self, "tiers", tiers)
+        effective = {None: _effective_rates(self.rates, None)}
+        effective.update((t.threshold, _effective_rates(self.rates, t)) for t in tiers)
+        object.__setattr__(self, "effective", MappingProxyType(effective))
+
+
+def _effective_rates(
+    rates: Mapping[str, Decimal | None], tier: Tier | None
+) -> tuple[Decimal | None, ...]:
+    """Each meter's rate with ``tier`` applied, then subset fallback (see the module docstring)."""
+    effective: dict[str, Decimal | None] = {meter: rates.get(meter) for meter in METERS}
+    if tier is not None:
+        effective.update(tier.rates)
+    # Fallback after tiers so the subset inherits the tiered parent rate when it has none.
+    for subset in INPUT_SUBSETS:
+        if effective[subset] is None:
+            effective[subset] = effective["input_tokens"]
+    for subset in OUTPUT_SUBSETS:
+        if effective[subset] is None:
+            effective[subset] = effective["output_tokens"]
+    return tuple(effective[meter] for meter in METERS)
 
 
 @dataclass(frozen=True)
@@ -252,54 +282,45 @@ def price_usage(rates: Rates, usage: Mapping[str, int | Decimal]) -> CostBreakdo
 
     See the module docstring for the billing, fallback, tier and rounding rules.
     """
-    quantities = {meter: _quantity(usage, meter) for meter in METERS}
+    quantities = _fast_quantities(usage)
+    if quantities is None:  # anything unusual: the checking path, and its exact errors
+        quantities = tuple(_quantity(usage, meter) for meter in METERS)
+    # Positions as in METERS: the two totals, then their subsets.
+    inp, out, cached, cache_write, in_audio, out_audio = quantities[:6]
 
-    input_subsets = sum((quantities[m] for m in INPUT_SUBSETS), Decimal(0))
-    output_subsets = sum((quantities[m] for m in OUTPUT_SUBSETS), Decimal(0))
-    if input_subsets > quantities["input_tokens"]:
+    input_subsets = cached + cache_write + in_audio
+    output_subsets = out_audio
+    if input_subsets > inp:
         raise ValueError(
             "cached_input_tokens + cache_write_tokens + input_audio_tokens "
-            f"({input_subsets}) exceeds input_tokens ({quantities['input_tokens']})."
+            f"({Decimal(input_subsets)}) exceeds input_tokens ({Decimal(inp)})."
         )
-    if output_subsets > quantities["output_tokens"]:
+    if output_subsets > out:
         raise ValueError(
-            f"output_audio_tokens ({output_subsets}) exceeds output_tokens "
-            f"({quantities['output_tokens']})."
+            f"output_audio_tokens ({Decimal(output_subsets)}) exceeds output_tokens "
+            f"({Decimal(out)})."
         )
 
-    # What is actually billed at each meter's rate: the parents lose their subsets.
-    billed = dict(quantities)
-    billed["input_tokens"] = quantities["input_tokens"] - input_subsets
-    billed["output_tokens"] = quantities["output_tokens"] - output_subsets
-
-    effective: dict[str, Decimal | None] = {meter: rates.rates.get(meter) for meter in METERS}
     # The tier is chosen by TOTAL input (cached and audio included), like genai-prices.
-    tier = _select_tier(rates.tiers, quantities["input_tokens"])
-    if tier is not None:
-        effective.update(tier.rates)
-    # Fallback after tiers so the subset inherits the tiered parent rate when it has none.
-    for subset in INPUT_SUBSETS:
-        if effective[subset] is None:
-            effective[subset] = effective["input_tokens"]
-    for subset in OUTPUT_SUBSETS:
-        if effective[subset] is None:
-            effective[subset] = effective["output_tokens"]
+    tier = _select_tier(rates.tiers, inp)
+    effective = rates.effective[tier.threshold if tier is not None else None]
 
     lines: dict[str, Decimal] = {}
     unpriced: list[str] = []
-    for meter in METERS:
-        quantity = billed[meter]
+    # What is actually billed at each meter's rate: the parents lose their subsets.
+    billed = (inp - input_subsets, out - output_subsets, *quantities[2:])
+    for meter, quantity, rate in zip(METERS, billed, effective, strict=True):
         if quantity == 0:
             continue
-        rate = effective[meter]
         if rate is None:
             unpriced.append(meter)
-            lines[meter] = quantize_money(Decimal(0))
+            lines[meter] = _ZERO_MONEY
             continue
-        exact = _EXACT_CONTEXT.multiply(quantity, rate)
-        lines[meter] = quantize_money(exact)
+        lines[meter] = _EXACT_CONTEXT.multiply(quantity, rate).quantize(
+            _MONEY_QUANTUM, context=_QUANTIZE_CONTEXT
+        )
 
-    total = quantize_money(Decimal(0))
+    total = _ZERO_MONEY
     for line in lines.values():
         total = _EXACT_CONTEXT.add(total, line)
 
@@ -309,3 +330,19 @@ def price_usage(rates: Rates, usage: Mapping[str, int | Decimal]) -> CostBreakdo
         tier=tier.threshold if tier is not None else None,
         unpriced_meters=tuple(unpriced),
     )
+
+
+def _fast_quantities(usage: Mapping[str, int | Decimal]) -> tuple[int | Decimal, ...] | None:
+    """The meters as they are when every one is already a plain non-negative int
+    (``audio_seconds`` also a finite non-negative Decimal), as normalize_usage
+    hands them over; None otherwise, for :func:`_quantity` to check one by one."""
+    values = tuple(usage.get(meter, 0) for meter in METERS)
+    for meter, value in zip(METERS, values, strict=True):
+        if type(value) is int:
+            if value < 0:
+                return None
+        elif not (
+            meter == "audio_seconds" and type(value) is Decimal and value.is_finite() and value >= 0
+        ):
+            return None
+    return values

@@ -550,6 +550,28 @@ def _check_totals(parsed: _Parsed, reader: _Reader) -> None:
                 )
 
 
+_PLAIN_COUNT_KEYS = frozenset(COUNT_METERS)
+
+
+def _plain_counts(raw: Mapping[str, Any]) -> dict[str, int | Decimal] | None:
+    """The common case, answered without the general reader: plain count meters
+    only, each a valid count, subsets within their totals. None for anything
+    else (the general path then validates it and reports every problem)."""
+    if not raw.keys() <= _PLAIN_COUNT_KEYS:
+        return None
+    for value in raw.values():
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            return None
+    meters: dict[str, int | Decimal] = {
+        m: (Decimal(0) if m == "audio_seconds" else raw.get(m, 0)) for m in METERS
+    }
+    if sum(meters[s] for s in INPUT_SUBSETS) > meters["input_tokens"]:
+        return None
+    if sum(meters[s] for s in OUTPUT_SUBSETS) > meters["output_tokens"]:
+        return None
+    return meters
+
+
 def normalize_usage(raw: Mapping[str, Any]) -> dict[str, int | Decimal]:
     """Validate ``raw`` and return all ten meters in contract order.
 
@@ -563,6 +585,8 @@ def normalize_usage(raw: Mapping[str, Any]) -> dict[str, int | Decimal]:
         raise UsageError({OBJECT_KEY: "Must be a JSON object."})
     if not raw:
         raise UsageError({OBJECT_KEY: "Must not be empty: send at least one meter."})
+    if (plain := _plain_counts(raw)) is not None:
+        return plain
 
     reader = _Reader()
     detected = _detect(raw, reader)
