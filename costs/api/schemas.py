@@ -145,10 +145,13 @@ class UsageBatchIn(BaseModel):
     events: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+# One encoder for every fingerprint: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def request_hash(raw: dict[str, Any]) -> str:
     """Fingerprint of an event body as sent (key order does not matter)."""
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(raw).encode()).hexdigest()
 
 
 def pydantic_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
