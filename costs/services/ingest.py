@@ -13,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -23,13 +24,12 @@ from decimal import Decimal
 import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import PriceBook, model_resolve, price_book
-from costs.services.rollups import rollup_add
+from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
+from costs.services.rollups import RollupRow, pg_array, rollup_add_rows
 from profiles.models import ApiKey, Organization, Profile
 from quotas.services import (
     BudgetState,
@@ -75,10 +75,9 @@ class EventResult:
 
 
 def _price_event(
-    ev: EventInput, org: Organization, book: PriceBook
+    ev: EventInput, org: Organization, book: PriceBook, resolved: ResolvedModel | None
 ) -> tuple[str, int | None, object | None, Decimal, dict[str, str], bool]:
     """(model shown, ai_model id, price id, cost, breakdown, priced) for one event."""
-    resolved = model_resolve(provider=ev.provider, model=ev.model)
     shown = resolved.slug if resolved else ev.model
     price = book.at(resolved.id, ev.occurred_at) if resolved else None
     if price is not None and not (ev.cost is not None and org.allow_client_pricing):
@@ -128,67 +127,80 @@ def _profiles(org: Organization, named: dict[str, str]) -> dict[str, Profile]:
     return found
 
 
+# The ledger's columns, in table order: a row to record is a dict by these names.
+_FIELDS = UsageEvent._meta.concrete_fields
+_COLUMNS = [f.attname for f in _FIELDS]
+
+
 def usage_record(
     *, org: Organization, events: Sequence[EventInput], api_key: ApiKey | None = None
 ) -> list[EventResult]:
     """Record ``events`` for ``org``; results in input order (see module contract)."""
     now = timezone.now()
     tz = org.tz
-    resolved_ids = {
-        r.id for e in events if (r := model_resolve(provider=e.provider, model=e.model)) is not None
-    }
-    book = price_book(org=org, model_ids=resolved_ids)
+    api_key_id = api_key.pk if api_key is not None else None
+    # A batch names a handful of models: resolve each name once.
+    resolved: dict[tuple[str, str], ResolvedModel | None] = {}
+    for e in events:
+        if (e.provider, e.model) not in resolved:
+            resolved[e.provider, e.model] = model_resolve(provider=e.provider, model=e.model)
+    book = price_book(org=org, model_ids={r.id for r in resolved.values() if r is not None})
 
     # The first event of a key in the request is the candidate; later ones are
     # judged against whatever ends up recorded for that key.
     firsts: dict[str, EventInput] = {}
     rejected: dict[str, dict[str, str]] = {}
-    candidates: dict[str, UsageEvent] = {}
+    candidates: dict[str, dict[str, object]] = {}
     for ev in events:
         if ev.idempotency_key in firsts:
             continue
         firsts[ev.idempotency_key] = ev
-        shown, ai_model_id, price_id, cost, breakdown, priced = _price_event(ev, org, book)
+        shown, ai_model_id, price_id, cost, breakdown, priced = _price_event(
+            ev, org, book, resolved[ev.provider, ev.model]
+        )
         if cost > MAX_EVENT_COST:
             rejected[ev.idempotency_key] = {
                 "usage" if ev.cost is None else "cost": f"Prices to more than {MAX_EVENT_COST}."
             }
             continue
-        candidates[ev.idempotency_key] = UsageEvent(
-            id=uuid.uuid4(),
-            organization=org,
-            api_key=api_key,
-            idempotency_key=ev.idempotency_key,
-            request_hash=ev.request_hash,
-            provider=ev.provider,
-            model=shown,
-            model_requested=ev.model,
-            ai_model_id=ai_model_id,
-            operation=ev.operation,
-            **{m: ev.usage.get(m, 0) for m in METERS},
-            cost=cost,
-            cost_breakdown=breakdown,
-            client_cost=ev.cost,
-            revenue=ev.revenue,
-            price_id=price_id,
-            priced=priced,
-            reservation_id=ev.reservation_id,
-            tags=ev.tags,
-            occurred_at=ev.occurred_at,
-            received_at=now,
-            day=ev.occurred_at.astimezone(tz).date(),
-        )
+        usage = ev.usage
+        candidates[ev.idempotency_key] = {
+            "id": uuid.uuid4(),
+            "organization_id": org.pk,
+            "profile_id": None,  # set below, once profiles are looked up
+            "api_key_id": api_key_id,
+            "idempotency_key": ev.idempotency_key,
+            "request_hash": ev.request_hash,
+            "provider": ev.provider,
+            "model": shown,
+            "model_requested": ev.model,
+            "ai_model_id": ai_model_id,
+            "operation": ev.operation,
+            **{m: usage.get(m, 0) for m in METERS},
+            "cost": cost,
+            "cost_breakdown": breakdown,
+            "client_cost": ev.cost,
+            "revenue": ev.revenue,
+            "price_id": price_id,
+            "priced": priced,
+            "reservation_id": ev.reservation_id,
+            "tags": ev.tags,
+            "occurred_at": ev.occurred_at,
+            "received_at": now,
+            "day": ev.occurred_at.astimezone(tz).date(),
+        }
 
     # Sorted by key so two requests sharing keys lock index entries in one order.
-    ordered = sorted(candidates.values(), key=lambda e: e.idempotency_key)
+    ordered = [candidates[k] for k in sorted(candidates)]
     with transaction.atomic():
         profiles = _profiles(org, {k: firsts[k].profile for k in candidates if firsts[k].profile})
-        for e in ordered:
-            e.profile = profiles.get(firsts[e.idempotency_key].profile or "")
+        for row in ordered:
+            if (profile := profiles.get(firsts[row["idempotency_key"]].profile or "")) is not None:
+                row["profile_id"] = profile.pk
         inserted_ids = _insert_events(ordered)
-        inserted = [e for e in ordered if e.id in inserted_ids]
+        inserted = [r for r in ordered if r["id"] in inserted_ids]
         existing: dict[str, UsageEvent] = {}
-        missing_keys = [e.idempotency_key for e in ordered if e.id not in inserted_ids]
+        missing_keys = [r["idempotency_key"] for r in ordered if r["id"] not in inserted_ids]
         if missing_keys or rejected:
             existing = {
                 e.idempotency_key: e
@@ -198,17 +210,23 @@ def usage_record(
             }
         states: list[BudgetState] = []
         if inserted:
-            rollup_add(events=inserted)
-            states = budget_charge(org=org, charges=[_charge(e) for e in inserted])
+            rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
+            dims: dict[tuple, Dimensions] = {}
+            states = budget_charge(org=org, charges=[_charge(r, dims) for r in inserted])
             _after_commit_checks(org, inserted, states)
         if existing and (budgets := active_budgets(org)):
             # Replays answer with the budgets as they stand now.
             states += current_states(org, budgets, now, open_missing=False)
 
-    recorded = {e.idempotency_key: e for e in inserted} | existing
-    new_keys = {e.idempotency_key for e in inserted}
+    by_id = {p.pk: p for p in profiles.values()}
+    recorded: dict[str, UsageEvent] = {
+        r["idempotency_key"]: _as_event(r, org, api_key, by_id) for r in inserted
+    }
+    new_keys = set(recorded)
+    recorded |= existing
     results: list[EventResult] = []
     first_seen: set[str] = set()
+    budgets_of = _StatesFor(states)
     for ev in events:
         row = recorded.get(ev.idempotency_key)
         if row is None:  # refused before it could be recorded, and never recorded before
@@ -221,34 +239,51 @@ def usage_record(
             201 if ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen else 200
         )
         first_seen.add(ev.idempotency_key)
-        results.append(EventResult(status, row, _states_for(row, states)))
+        results.append(EventResult(status, row, budgets_of(row)))
     return results
 
 
-def _insert_events(events: list[UsageEvent]) -> set[uuid.UUID]:
-    """Insert the events, skipping keys already recorded; return the ids inserted.
+def _as_event(
+    row: dict[str, object],
+    org: Organization,
+    api_key: ApiKey | None,
+    profiles: dict[object, Profile],
+) -> UsageEvent:
+    """The recorded row as a model instance, as if loaded from the database, with
+    its organization, key and profile at hand (no query to reach them)."""
+    event = UsageEvent.from_db(connection.alias, None, [row[c] for c in _COLUMNS])
+    cache = event._state.fields_cache
+    cache["organization"] = org
+    cache["api_key"] = api_key
+    cache["profile"] = profiles.get(row["profile_id"])
+    return event
+
+
+def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
+    """Insert the rows, skipping keys already recorded; return the ids inserted.
 
     On PostgreSQL one ``INSERT ... SELECT FROM unnest(<one array per column>)
     ON CONFLICT DO NOTHING RETURNING id`` does it in a single round trip without
     building a model statement per row (the ORM's bulk_create spent half of a
     1,000-event batch there). Rows go in the given (key) order."""
-    if not events:
+    if not rows:
         return set()
     if connection.vendor != "postgresql":
-        UsageEvent.objects.bulk_create(events, ignore_conflicts=True, batch_size=500)
-        ids = [e.id for e in events]
+        UsageEvent.objects.bulk_create(
+            [UsageEvent(**row) for row in rows], ignore_conflicts=True, batch_size=500
+        )
+        ids = [row["id"] for row in rows]
         return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
-    fields = UsageEvent._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    # Values go to psycopg as they are (UUID, str, int, Decimal, aware datetime,
-    # date, bool); only JSON needs wrapping. Field-by-field ORM preparation cost
-    # more than the INSERT itself.
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _FIELDS)
+    # Each column goes as one array literal in PostgreSQL's text form, built
+    # here a column at a time: adapting 32,000 values one by one cost more
+    # than the INSERT itself.
     params = [
-        [Jsonb(getattr(e, f.attname)) for e in events]
+        pg_array([json.dumps(row[c]) for row in rows])
         if isinstance(f, models.JSONField)
-        else [getattr(e, f.attname) for e in events]
-        for f in fields
+        else pg_array([row[c] for row in rows])
+        for f, c in zip(_FIELDS, _COLUMNS, strict=True)
     ]
     connection.ensure_connection()
     # A server-side-binding cursor: the arrays travel as parameters instead of
@@ -263,8 +298,25 @@ def _insert_events(events: list[UsageEvent]) -> set[uuid.UUID]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def _rollup_row(row: dict[str, object]) -> RollupRow:
+    return (
+        (
+            row["organization_id"],
+            row["day"],
+            row["profile_id"],
+            row["provider"],
+            row["model"],
+            row["operation"],
+        ),
+        row["priced"],
+        [row[m] for m in METERS],
+        row["cost"],
+        row["revenue"],
+    )
+
+
 def _after_commit_checks(
-    org: Organization, inserted: list[UsageEvent], states: list[BudgetState]
+    org: Organization, inserted: list[dict[str, object]], states: list[BudgetState]
 ) -> None:
     """Queue threshold evaluation for budgets in their alert zone, and the
     unpriced-usage notice, once the ingestion commits. Beat runs both as a
@@ -274,7 +326,7 @@ def _after_commit_checks(
         for s in states
         if s.budget.thresholds and s.period.spent * 100 >= min(s.budget.thresholds) * s.budget.limit
     ]
-    unpriced = any(not e.priced for e in inserted)
+    unpriced = any(not r["priced"] for r in inserted)
     if not hot and not unpriced:
         return
 
@@ -293,30 +345,56 @@ def _after_commit_checks(
     transaction.on_commit(enqueue)
 
 
-def _states_for(row: UsageEvent, states: list[BudgetState]) -> list[BudgetState]:
+class _StatesFor:
     """The budgets an event counts against, in the period it fell in (or, for a
-    replay, the current one)."""
-    if not states:
-        return []
-    dims = _dims(row)
-    chosen: dict[object, BudgetState] = {}
-    for state in states:
-        if not budget_matches(state.budget, dims):
-            continue
-        contains = state.period.start <= row.occurred_at < state.period.end
-        if contains or state.budget.pk not in chosen:
-            chosen[state.budget.pk] = state
-    return sorted(chosen.values(), key=lambda s: s.budget.name)
+    replay, the current one). Events with the same dimensions falling in the
+    same periods share the answer, so it is worked out once for each."""
+
+    def __init__(self, states: list[BudgetState]) -> None:
+        self._states = states
+        self._spans = [(s.period.start, s.period.end) for s in states]
+        self._memo: dict[tuple, list[BudgetState]] = {}
+
+    def __call__(self, row: UsageEvent) -> list[BudgetState]:
+        if not self._states:
+            return []
+        at = row.occurred_at
+        key = (
+            row.profile_id,
+            row.api_key_id,
+            row.provider,
+            row.model,
+            row.operation,
+            tuple(start <= at < end for start, end in self._spans),
+        )
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._choose(key[:5], key[5])
+        return list(found)
+
+    def _choose(self, dims: tuple, contains: tuple[bool, ...]) -> list[BudgetState]:
+        chosen: dict[object, BudgetState] = {}
+        for state, inside in zip(self._states, contains, strict=True):
+            if not budget_matches(state.budget, Dimensions(*dims)):
+                continue
+            if inside or state.budget.pk not in chosen:
+                chosen[state.budget.pk] = state
+        return sorted(chosen.values(), key=lambda s: s.budget.name)
 
 
-def _dims(e: UsageEvent) -> Dimensions:
-    return Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation)
-
-
-def _charge(e: UsageEvent) -> Charge:
+def _charge(row: dict[str, object], dims: dict[tuple, Dimensions]) -> Charge:
+    key = (
+        row["profile_id"],
+        row["api_key_id"],
+        row["provider"],
+        row["model"],
+        row["operation"],
+    )
+    if (shared := dims.get(key)) is None:
+        shared = dims[key] = Dimensions(*key)  # type: ignore[arg-type]
     return Charge(
-        dims=_dims(e),
-        occurred_at=e.occurred_at,
-        amounts=budget_amounts({m: getattr(e, m) for m in METERS}, e.cost),
-        reservation_id=e.reservation_id,
+        dims=shared,
+        occurred_at=row["occurred_at"],  # type: ignore[arg-type]
+        amounts=budget_amounts({m: row[m] for m in METERS}, row["cost"]),  # type: ignore[arg-type]
+        reservation_id=row["reservation_id"],  # type: ignore[arg-type]
     )

@@ -2,61 +2,117 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
+from datetime import date
 from decimal import Decimal
 
 from django.db import connection
 
-from costs.models import COUNT_METERS, DailyUsage, UsageEvent
+from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
 
 SUM_COLUMNS = ["events", "unpriced_events", *COUNT_METERS, "audio_seconds", "cost", "revenue"]
 KEY_COLUMNS = ["organization_id", "day", "profile_id", "provider", "model", "operation"]
 
+RollupKey = tuple[object, date, object | None, str, str, str]
+# One event as the rollup sees it: (key as KEY_COLUMNS, priced, meters in METERS
+# order, cost, revenue or None).
+RollupRow = tuple[RollupKey, bool, Sequence[int | Decimal], Decimal, Decimal | None]
 
-def _key(e: UsageEvent) -> tuple:
+# Where each meter's sum sits in SUM_COLUMNS.
+_METER_AT = [SUM_COLUMNS.index(m) for m in METERS]
+
+
+def _key(e: UsageEvent) -> RollupKey:
     return (e.organization_id, e.day, e.profile_id, e.provider, e.model, e.operation)
 
 
 def rollup_add(*, events: Sequence[UsageEvent], sign: int = 1) -> None:
-    """Add (or with ``sign=-1`` take away) events' quantities to their rollup rows.
+    """Add (or with ``sign=-1`` take away) events' quantities to their rollup rows."""
+    rollup_add_rows(
+        rows=[
+            (_key(e), e.priced, [getattr(e, m) for m in METERS], e.cost, e.revenue) for e in events
+        ],
+        sign=sign,
+    )
+
+
+def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
+    """``rollup_add`` for events given as plain values (see ``RollupRow``).
 
     Rows are pre-aggregated per key (one statement may not touch a row twice) and
     written in key order, so concurrent ingests never deadlock on rollup rows."""
-    if not events:
+    totals: dict[RollupKey, list[Decimal | int]] = {}
+    for key, priced, meters, cost, revenue in rows:
+        sums: list[Decimal | int] = [0] * len(SUM_COLUMNS)
+        sums[0] = 1
+        sums[1] = 0 if priced else 1
+        for at, quantity in zip(_METER_AT, meters, strict=True):
+            sums[at] = quantity
+        sums[-2] = cost
+        sums[-1] = revenue or 0
+        acc = totals.get(key)
+        totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
+    if not totals:
         return
-    totals: dict[tuple, dict[str, Decimal | int]] = {}
-    for e in events:
-        acc = totals.setdefault(_key(e), dict.fromkeys(SUM_COLUMNS, 0))
-        acc["events"] += 1
-        acc["unpriced_events"] += 0 if e.priced else 1
-        for m in COUNT_METERS:
-            acc[m] += getattr(e, m)
-        acc["audio_seconds"] += e.audio_seconds
-        acc["cost"] += e.cost
-        acc["revenue"] += e.revenue or 0
-    rows = sorted(totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0]))
+    ordered = sorted(
+        totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0])
+    )
     with connection.cursor() as cursor:
         for with_profile in (True, False):
-            part = [(k, acc) for k, acc in rows if (k[2] is not None) == with_profile]
+            part = [(k, acc) for k, acc in ordered if (k[2] is not None) == with_profile]
+            if not part:
+                continue
+            if connection.vendor == "postgresql":
+                _upsert_arrays(cursor, part, with_profile, sign)
+                continue
             for start in range(0, len(part), 500):
                 _upsert(cursor, part[start : start + 500], with_profile, sign)
 
 
+def _keys(with_profile: bool) -> list[str]:
+    return KEY_COLUMNS if with_profile else [c for c in KEY_COLUMNS if c != "profile_id"]
+
+
+def _conflict(with_profile: bool) -> str:
+    table = DailyUsage._meta.db_table
+    predicate = "profile_id IS NOT NULL" if with_profile else "profile_id IS NULL"
+    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in SUM_COLUMNS)
+    return (
+        f" ON CONFLICT ({', '.join(_keys(with_profile))}) WHERE {predicate} DO UPDATE SET {updates}"
+    )
+
+
+def _upsert_arrays(cursor, part: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
+    """PostgreSQL: every row of ``part`` in one statement, a column per array, so
+    the statement's text is the same whatever the number of rows."""
+    table = DailyUsage._meta.db_table
+    cols = _keys(with_profile) + SUM_COLUMNS
+    types = [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
+    keys = [k if with_profile else k[:2] + k[3:] for k, _ in part]
+    columns = [list(c) for c in zip(*keys, strict=True)]
+    columns += [[sign * acc[i] for _, acc in part] for i in range(len(SUM_COLUMNS))]
+    sql = (
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("  # noqa: S608 - names are ours
+        + ", ".join(f"%s::{t}[]" for t in types)
+        + ")"
+        + _conflict(with_profile)
+    )
+    cursor.execute(sql, [pg_array(c) for c in columns])
+
+
 def _upsert(cursor, chunk: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
     table = DailyUsage._meta.db_table
-    keys = KEY_COLUMNS if with_profile else [c for c in KEY_COLUMNS if c != "profile_id"]
-    predicate = "profile_id IS NOT NULL" if with_profile else "profile_id IS NULL"
-    cols = keys + SUM_COLUMNS
+    cols = _keys(with_profile) + SUM_COLUMNS
     placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
-    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in SUM_COLUMNS)
     params: list[object] = []
     for key, acc in chunk:
         params.extend(_db_value(v) for v in (key if with_profile else key[:2] + key[3:]))
-        params.extend(sign * acc[c] for c in SUM_COLUMNS)
+        params.extend(sign * acc[i] for i in range(len(SUM_COLUMNS)))
     sql = (
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES "  # noqa: S608 - names are ours
         + ", ".join([placeholders] * len(chunk))
-        + f" ON CONFLICT ({', '.join(keys)}) WHERE {predicate} DO UPDATE SET {updates}"
+        + _conflict(with_profile)
     )
     cursor.execute(sql, params)
 
@@ -66,3 +122,26 @@ def _db_value(value: object) -> object:
     if value is not None and hasattr(value, "hex") and connection.vendor == "sqlite":
         return value.hex  # type: ignore[attr-defined]
     return value
+
+
+def pg_array(values: Sequence[object]) -> str:
+    """``values`` as a PostgreSQL array literal in text form, for a parameter
+    cast to a typed array (``%s::uuid[]``, ``%s::numeric(24,12)[]``).
+
+    Each element is its ``str()`` (UUID, int, Decimal, bool, date, aware
+    datetime and str all have a text form PostgreSQL parses back exactly) in
+    double quotes, with backslash and quote escaped; None is NULL. Built a
+    column at a time, since the driver's per-value adaptation of large arrays
+    costs more than the statement itself."""
+    if type(None) in set(map(type, values)):  # not `None in`: that calls each __eq__
+        return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+    texts = list(map(str, values))
+    body = '","'.join(texts)
+    # Only the separators' quotes, and no backslash: nothing to escape.
+    if body.count('"') != 2 * (len(texts) - 1) or "\\" in body:
+        body = '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
+    return '{"' + body + '"}' if texts else "{}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
