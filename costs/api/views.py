@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.utils import timezone
@@ -19,7 +20,6 @@ from costs.api.schemas import (
     pydantic_errors,
     request_hash,
 )
-from costs.models import UsageEvent
 from costs.services import EventInput, EventResult, usage_record
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
@@ -49,16 +49,17 @@ def _status(state: Any) -> dict[str, Any]:
 
 
 def event_body(
-    event: UsageEvent, currency: str, budgets: list[Any] | None = None
+    event: Mapping[str, Any], currency: str, budgets: list[Any] | None = None
 ) -> dict[str, Any]:
+    """The contract's body for a recorded event, from its ledger values by column."""
     return {
-        "id": str(event.id),
-        "cost": f"{event.cost:.12f}",
+        "id": str(event["id"]),
+        "cost": f"{event['cost']:.12f}",
         "currency": currency,
-        "priced": event.priced,
-        "price_id": str(event.price_id) if event.price_id else None,
-        "model": event.model,
-        "provider": event.provider,
+        "priced": event["priced"],
+        "price_id": str(event["price_id"]) if event["price_id"] else None,
+        "model": event["model"],
+        "provider": event["provider"],
         "budgets": [_status(s) for s in budgets or []],
     }
 
@@ -93,7 +94,7 @@ class _UsageIngestBase(TenantApiView):
         )
 
     def result_body(self, result: EventResult) -> tuple[int, dict[str, Any]]:
-        if result.event is None:
+        if result.recorded is None:
             return 400, error_body("invalid", "The event is invalid; see details.", result.error)
         if result.status == 409:
             return 409, error_body(
@@ -101,10 +102,10 @@ class _UsageIngestBase(TenantApiView):
                 "This idempotency_key was already used with a different body.",
                 {
                     "idempotency_key": "already recorded with a different body",
-                    "id": str(result.event.id),
+                    "id": str(result.recorded.values["id"]),
                 },
             )
-        return result.status, event_body(result.event, self.org.currency, result.budgets)
+        return result.status, event_body(result.recorded.values, self.org.currency, result.budgets)
 
 
 class UsageRecordApi(_UsageIngestBase):

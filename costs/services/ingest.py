@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 from django.db import connection, models, transaction
@@ -66,12 +67,41 @@ class EventInput:
     reservation_id: uuid.UUID | None = None
 
 
+class Recorded:
+    """One ledger row as recorded (or found already recorded): its column values
+    by attribute name, and the model instance, built from them when first asked
+    for (the API answers from the values alone)."""
+
+    __slots__ = ("_event", "_related", "values")
+
+    def __init__(
+        self, values: Mapping[str, Any], related: Mapping[str, object] | None = None
+    ) -> None:
+        self.values = values
+        self._related = related  # instances to attach, so reaching them needs no query
+        self._event: UsageEvent | None = None
+
+    @property
+    def event(self) -> UsageEvent:
+        if self._event is None:
+            self._event = UsageEvent.from_db(
+                connection.alias, None, [self.values[c] for c in _COLUMNS]
+            )
+            if self._related:
+                self._event._state.fields_cache.update(self._related)
+        return self._event
+
+
 @dataclass
 class EventResult:
     status: int  # 201 recorded, 200 replay, 409 conflicting reuse, 400 refused
-    event: UsageEvent | None
+    recorded: Recorded | None
     budgets: list[BudgetState] = field(default_factory=list)
     error: dict[str, str] | None = None
+
+    @property
+    def event(self) -> UsageEvent | None:
+        return self.recorded.event if self.recorded is not None else None
 
 
 def _price_event(
@@ -199,14 +229,14 @@ def usage_record(
                 row["profile_id"] = profile.pk
         inserted_ids = _insert_events(ordered)
         inserted = [r for r in ordered if r["id"] in inserted_ids]
-        existing: dict[str, UsageEvent] = {}
+        existing: dict[str, Recorded] = {}
         missing_keys = [r["idempotency_key"] for r in ordered if r["id"] not in inserted_ids]
         if missing_keys or rejected:
             existing = {
-                e.idempotency_key: e
-                for e in UsageEvent.objects.filter(
+                values["idempotency_key"]: Recorded(values)
+                for values in UsageEvent.objects.filter(
                     organization=org, idempotency_key__in=[*missing_keys, *rejected]
-                )
+                ).values(*_COLUMNS)
             }
         states: list[BudgetState] = []
         if inserted:
@@ -219,8 +249,12 @@ def usage_record(
             states += current_states(org, budgets, now, open_missing=False)
 
     by_id = {p.pk: p for p in profiles.values()}
-    recorded: dict[str, UsageEvent] = {
-        r["idempotency_key"]: _as_event(r, org, api_key, by_id) for r in inserted
+    recorded = {
+        r["idempotency_key"]: Recorded(
+            r,
+            {"organization": org, "api_key": api_key, "profile": by_id.get(r["profile_id"])},
+        )
+        for r in inserted
     }
     new_keys = set(recorded)
     recorded |= existing
@@ -232,31 +266,15 @@ def usage_record(
         if row is None:  # refused before it could be recorded, and never recorded before
             results.append(EventResult(400, None, error=rejected[ev.idempotency_key]))
             continue
-        if ev.request_hash != row.request_hash:
+        if ev.request_hash != row.values["request_hash"]:
             results.append(EventResult(409, row))
             continue
         status = (
             201 if ev.idempotency_key in new_keys and ev.idempotency_key not in first_seen else 200
         )
         first_seen.add(ev.idempotency_key)
-        results.append(EventResult(status, row, budgets_of(row)))
+        results.append(EventResult(status, row, budgets_of(row.values)))
     return results
-
-
-def _as_event(
-    row: dict[str, object],
-    org: Organization,
-    api_key: ApiKey | None,
-    profiles: dict[object, Profile],
-) -> UsageEvent:
-    """The recorded row as a model instance, as if loaded from the database, with
-    its organization, key and profile at hand (no query to reach them)."""
-    event = UsageEvent.from_db(connection.alias, None, [row[c] for c in _COLUMNS])
-    cache = event._state.fields_cache
-    cache["organization"] = org
-    cache["api_key"] = api_key
-    cache["profile"] = profiles.get(row["profile_id"])
-    return event
 
 
 def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
@@ -355,16 +373,16 @@ class _StatesFor:
         self._spans = [(s.period.start, s.period.end) for s in states]
         self._memo: dict[tuple, list[BudgetState]] = {}
 
-    def __call__(self, row: UsageEvent) -> list[BudgetState]:
+    def __call__(self, row: Mapping[str, Any]) -> list[BudgetState]:
         if not self._states:
             return []
-        at = row.occurred_at
+        at = row["occurred_at"]
         key = (
-            row.profile_id,
-            row.api_key_id,
-            row.provider,
-            row.model,
-            row.operation,
+            row["profile_id"],
+            row["api_key_id"],
+            row["provider"],
+            row["model"],
+            row["operation"],
             tuple(start <= at < end for start, end in self._spans),
         )
         found = self._memo.get(key)
