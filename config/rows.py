@@ -11,9 +11,12 @@ datetimes).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import psycopg
+from django.conf import settings
 from django.db import connection, models
 
 M = TypeVar("M", bound=models.Model)
@@ -66,6 +69,31 @@ class RowReader(Generic[M]):
             return None
         converted = [c(v) for c, v in zip(self._converters(), values, strict=True)]
         return self.model.from_db(connection.alias, self.names, converted)
+
+
+def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one hand-written statement and return its rows.
+
+    On PostgreSQL the parameters travel apart from the SQL text (server-side
+    binding) and the statement is prepared once per connection (unless
+    DB_PREPARE_HOT_QUERIES is off, for a pooler that cannot keep prepared
+    statements): the server stops parsing and planning it on every call.
+    The statement still shows in Django's query log (tests count queries)."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    connection.close_if_health_check_failed()  # what Django's own cursors do first
+    connection.ensure_connection()
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=settings.DB_PREPARE_HOT_QUERIES)
+        rows = cursor.fetchall() if cursor.description is not None else []
+    if connection.queries_logged:
+        connection.queries_log.append(
+            {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
+        )
+    return rows
 
 
 def db_value(model: type[models.Model], field: str, value: Any) -> Any:

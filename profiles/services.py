@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.rows import RowReader, db_value
+from config.rows import RowReader, db_value, fetch
 from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -203,11 +203,10 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
         f"LEFT JOIN {Profile._meta.db_table} p ON p.id = k.profile_id "
         "WHERE k.prefix = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [prefix])
-        row = cursor.fetchone()
-    if row is None:
+    rows = fetch(sql, [prefix])
+    if not rows:
         return None
+    row = rows[0]
     key = _KEYS.read(row)
     key.organization = _ORGS.read(row, _KEYS.width)
     profile = _PROFILES.read(row, _KEYS.width + _ORGS.width)
@@ -224,11 +223,9 @@ def profile_get_or_create(*, org: Organization, external_id: str) -> Profile:
         f"SELECT {_PROFILES.columns('p')} FROM {Profile._meta.db_table} p "  # noqa: S608
         "WHERE p.organization_id = %s AND p.external_id = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [db_value(Profile, "organization", org.pk), external_id])
-        row = cursor.fetchone()
-    if row is not None:
-        profile = _PROFILES.read(row)
+    rows = fetch(sql, [db_value(Profile, "organization", org.pk), external_id])
+    if rows:
+        profile = _PROFILES.read(rows[0])
         profile.organization = org
         return profile
     profile, _ = Profile.objects.get_or_create(organization=org, external_id=external_id)

@@ -31,7 +31,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import RowReader, db_value
+from config.rows import RowReader, db_value, fetch
 from profiles.models import Organization
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
@@ -203,9 +203,7 @@ def budget_states_now(
     )
     params = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
     params.append(db_value(Budget, "organization", org.pk))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = fetch(sql, params)
     states = []
     for row in rows:
         budget = _BUDGETS.read(row)
@@ -306,9 +304,7 @@ def _reserve(
         return _reserve_orm(org, reservation, states, amounts, now)
     for _ in range(3):
         holds = _holds(states, amounts)
-        with transaction.atomic():
-            _lock_timeout()
-            counters = _reserve_statement(reservation, holds)
+        counters = _reserve_statement(reservation, holds)
         if counters is not None:
             denier = None
             for state, _amount in holds:
@@ -378,10 +374,18 @@ def _reserve_statement(
     (budget, start) order, the one lock order of every counter writer; decides
     whether every hold fits; and only if all do, inserts the reservation and its
     holds and adds them to ``reserved``. Returns each period's (fits, spent,
-    reserved) after it, or None when a period row is missing."""
+    reserved) after it, or None when a period row is missing.
+
+    Outside a transaction it is its own transaction: PostgreSQL commits it
+    without another round trip, so a hot period's row lock is held for the
+    statement and its WAL flush only, never while this process waits for its
+    turn to run (a thread of a busy web worker). The lock timeout is set
+    inside it (``set_config(..., true)`` lasts until its transaction ends),
+    before the first lock is asked for."""
     res = Reservation._meta
     fields = [f for f in res.concrete_fields]
     params: list[object] = [
+        f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms",
         [s.period.pk for s, _ in holds],
         [a for _, a in holds],
         [s.budget.limit for s, _ in holds],
@@ -397,13 +401,15 @@ def _reserve_statement(
     qn = connection.ops.quote_name
     hold_table = ReservationHold._meta.db_table
     sql = f"""
-        WITH req AS (
+        WITH cfg AS MATERIALIZED (
+            SELECT set_config('lock_timeout', %s, true) AS lock_timeout
+        ), req AS (
             SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
                 AS r(period_id, amount, lim)
         ), locked AS (
-            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p
+            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
             WHERE p.id IN (SELECT period_id FROM req)
-            ORDER BY p.budget_id, p.start FOR UPDATE
+            ORDER BY p.budget_id, p.start FOR UPDATE OF p
         ), verdict AS (
             SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
                 AS ok
@@ -424,9 +430,7 @@ def _reserve_statement(
                coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
         FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
     """  # noqa: S608 - table and column names are our own
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = fetch(sql, params)
     if len(rows) != len(holds):
         return None
     return {pid: (fits, spent, reserved) for _, pid, fits, spent, reserved in rows}

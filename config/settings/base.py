@@ -71,21 +71,41 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    # Embedded default so a fresh machine runs with no server; production and
-    # the test suite use PostgreSQL through psycopg 3.
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-}
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-# A pooled connection that died with a database restart is replaced before use,
-# instead of failing the next request of every web process.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
-    )
+# The hot paths' hand-written queries (key lookup, pre-flight check, prices) are
+# prepared once per connection. Turn off behind a transaction-mode pooler that
+# cannot keep prepared statements (PgBouncer before 1.21).
+DB_PREPARE_HOT_QUERIES = env.bool("DB_PREPARE_HOT_QUERIES", default=True)
+
+
+def database(default_url: str | None = None) -> dict[str, object]:
+    """The default database from DATABASE_URL, with the project's connection
+    policy; every settings module builds its DATABASES with it."""
+    db = env.db("DATABASE_URL", default=default_url) if default_url else env.db("DATABASE_URL")
+    db["ATOMIC_REQUESTS"] = False
+    db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    # A pooled connection that died with a database restart is replaced before
+    # use, instead of failing the next request of every web process.
+    db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    options = db.setdefault("OPTIONS", {})
+    if db["ENGINE"] == "django.db.backends.postgresql" and DB_PREPARE_HOT_QUERIES:
+        # psycopg prepares nothing while its threshold is None (Django's
+        # default); a threshold never reached leaves every other query unprepared.
+        options.setdefault("prepare_threshold", 2**31 - 1)
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db["CONN_MAX_AGE"] = 0
+        options.update(
+            {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            }
+        )
+    return db
+
+
+# Embedded default so a fresh machine runs with no server; production and the
+# test suite use PostgreSQL through psycopg 3.
+DATABASES = {"default": database(f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

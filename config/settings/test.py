@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import database, env
 
-DATABASES = {
-    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/spendplane"),
-}
+DATABASES = {"default": database("postgres://postgres@127.0.0.1:5432/spendplane")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 # One test database per test run, so parallel runs (CI beside a developer's
 # run, or several checkouts) never drop each other's database.

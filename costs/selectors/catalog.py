@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import connection
-
-from config.rows import RowReader, db_value, placeholders
+from config.rows import RowReader, db_value, fetch, placeholders
 from costs.models import AIModel, Price
 from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import Organization
@@ -190,9 +188,8 @@ def price_book(*, org: Organization, model_ids: Iterable[int]) -> PriceBook:
         f"WHERE p.model_id IN ({placeholders(len(ids))}) "
         "AND (p.organization_id IS NULL OR p.organization_id = %s)"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*ids, db_value(Price, "organization", org.pk)])
-        prices = [_PRICES.read(row) for row in cursor.fetchall()]
+    rows = fetch(sql, [*ids, db_value(Price, "organization", org.pk)])
+    prices = [_PRICES.read(row) for row in rows]
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
     )
