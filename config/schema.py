@@ -27,6 +27,13 @@ COMMON = {
     "429": "Rate limited (per API key) or a count budget would be exceeded; see Retry-After.",
 }
 
+# Failures only some operations meet, by operationId.
+SPECIFIC = {
+    "usage_record": {
+        "409": "`idempotency_conflict`: this idempotency key was recorded with a different body.",
+    },
+}
+
 
 def add_error_responses(
     result: dict[str, Any], generator: Any, request: Any, public: bool
@@ -39,7 +46,8 @@ def add_error_responses(
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
             responses = operation.setdefault("responses", {})
-            for code, description in COMMON.items():
+            extra = SPECIFIC.get(operation.get("operationId", ""), {})
+            for code, description in (COMMON | extra).items():
                 responses.setdefault(
                     code,
                     {"description": description, "content": {"application/json": {"schema": ref}}},

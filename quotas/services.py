@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -462,12 +462,18 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
         return []
     increments: dict[PeriodKey, Decimal] = defaultdict(Decimal)
     by_id = {str(b.pk): b for b in budgets}
+    tz = org.tz
+    bounds: dict[tuple[str, date], tuple[datetime, datetime]] = {}  # periods start on local days
     for ch in charges:
+        day = ch.occurred_at.astimezone(tz).date()
         for budget in budgets:
             if budget_matches(budget, ch.dims):
-                increments[_period_key(budget, org, ch.occurred_at)] += amount_for(
-                    budget.metric, ch.amounts
-                )
+                span = bounds.get((budget.period, day))
+                if span is None:
+                    span = bounds[(budget.period, day)] = period_bounds(
+                        budget.period, tz, ch.occurred_at
+                    )
+                increments[(str(budget.pk), *span)] += amount_for(budget.metric, ch.amounts)
     _, releases, _ = _claim_reservations(org, settle_ids, Reservation.Status.SETTLED)
     touched: dict[int, BudgetPeriod] = {}
     keys = sorted(set(increments) | {k for k in releases}, key=lambda k: (k[0], k[1]))

@@ -35,6 +35,12 @@ def test_schema_describes_the_api():
     schema = resp.json()
     assert "/api/v1/profiles" in schema["paths"]
     assert "ApiKey" in schema["components"]["securitySchemes"]
+    # A conflicting reuse of an idempotency key is documented where it can happen.
+    record = schema["paths"]["/api/v1/usage"]["post"]["responses"]
+    assert record["409"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    assert "409" not in schema["paths"]["/api/v1/quota/check"]["post"]["responses"]
 
 
 def test_docs_page_is_served_without_a_cdn():

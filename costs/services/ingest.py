@@ -22,10 +22,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from config.rows import fetch
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
@@ -303,17 +303,15 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
         else pg_array([row[c] for row in rows])
         for f, c in zip(_FIELDS, _COLUMNS, strict=True)
     ]
-    connection.ensure_connection()
-    # A server-side-binding cursor: the arrays travel as parameters instead of
-    # being quoted into the SQL text on the client.
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608 - our names
-            f"SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id",
-            params,
-        )
-        return {row[0] for row in cursor.fetchall()}
+    # Server-side binding: the arrays travel as parameters, and the statement,
+    # the same text whatever the batch size, is prepared once per connection.
+    rows_back = fetch(
+        f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608 - our names
+        f"SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id",
+        params,
+    )
+    return {row[0] for row in rows_back}
 
 
 def _rollup_row(row: dict[str, object]) -> RollupRow:

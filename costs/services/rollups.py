@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.db import connection
 
+from config.rows import fetch
 from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
 
 SUM_COLUMNS = ["events", "unpriced_events", *COUNT_METERS, "audio_seconds", "cost", "revenue"]
@@ -58,14 +59,14 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
     ordered = sorted(
         totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0])
     )
-    with connection.cursor() as cursor:
-        for with_profile in (True, False):
-            part = [(k, acc) for k, acc in ordered if (k[2] is not None) == with_profile]
-            if not part:
-                continue
-            if connection.vendor == "postgresql":
-                _upsert_arrays(cursor, part, with_profile, sign)
-                continue
+    for with_profile in (True, False):
+        part = [(k, acc) for k, acc in ordered if (k[2] is not None) == with_profile]
+        if not part:
+            continue
+        if connection.vendor == "postgresql":
+            _upsert_arrays(part, with_profile, sign)
+            continue
+        with connection.cursor() as cursor:
             for start in range(0, len(part), 500):
                 _upsert(cursor, part[start : start + 500], with_profile, sign)
 
@@ -83,7 +84,7 @@ def _conflict(with_profile: bool) -> str:
     )
 
 
-def _upsert_arrays(cursor, part: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
+def _upsert_arrays(part: list, with_profile: bool, sign: int) -> None:
     """PostgreSQL: every row of ``part`` in one statement, a column per array, so
     the statement's text is the same whatever the number of rows."""
     table = DailyUsage._meta.db_table
@@ -98,7 +99,7 @@ def _upsert_arrays(cursor, part: list, with_profile: bool, sign: int) -> None:  
         + ")"
         + _conflict(with_profile)
     )
-    cursor.execute(sql, [pg_array(c) for c in columns])
+    fetch(sql, [pg_array(c) for c in columns])  # prepared: the same text for any number of rows
 
 
 def _upsert(cursor, chunk: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
