@@ -37,7 +37,8 @@ from quotas.services import (
     Charge,
     Dimensions,
     active_budgets,
-    budget_charge,
+    budget_charge_apply,
+    budget_charge_plan,
     budget_matches,
     current_states,
 )
@@ -240,9 +241,13 @@ def usage_record(
             }
         states: list[BudgetState] = []
         if inserted:
-            rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
+            # Every read and sum first; then the two statements that lock shared
+            # rows (rollups, budget counters) back to back, just before COMMIT.
             dims: dict[tuple, Dimensions] = {}
-            states = budget_charge(org=org, charges=[_charge(r, dims) for r in inserted])
+            plan = budget_charge_plan(org=org, charges=[_charge(r, dims) for r in inserted])
+            rollups = [_rollup_row(r) for r in inserted]
+            rollup_add_rows(rows=rollups)
+            states = budget_charge_apply(plan)
             _after_commit_checks(org, inserted, states)
         if existing and (budgets := active_budgets(org)):
             # Replays answer with the budgets as they stand now.
