@@ -133,7 +133,11 @@ class UsageEvent(models.Model):
     per organization; ``request_hash`` tells a replay from a conflicting reuse."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (organization, idempotency_key) and the
+    # (organization, occurred_at) indexes serve every lookup by organization.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     profile = models.ForeignKey(
         Profile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

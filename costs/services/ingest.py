@@ -32,6 +32,7 @@ from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
 from costs.services.rollups import RollupRow, pg_array, rollup_add_rows
 from profiles.models import ApiKey, Organization, Profile
+from profiles.services import profiles_named
 from quotas.services import (
     BudgetState,
     Charge,
@@ -134,9 +135,7 @@ def _profiles(org: Organization, named: dict[str, str]) -> dict[str, Profile]:
     names = set(named.values())
     if not names:
         return {}
-    found = {
-        p.external_id: p for p in Profile.objects.filter(organization=org, external_id__in=names)
-    }
+    found = profiles_named(org=org, names=names)
     missing = names - found.keys()
     if missing:
         taken = set(
@@ -151,10 +150,7 @@ def _profiles(org: Organization, named: dict[str, str]) -> dict[str, Profile]:
             [Profile(organization=org, external_id=n) for n in sorted(missing)],
             ignore_conflicts=True,  # another request may create the same profile now
         )
-        found = {
-            p.external_id: p
-            for p in Profile.objects.filter(organization=org, external_id__in=names)
-        }
+        found = profiles_named(org=org, names=names)
     return found
 
 
