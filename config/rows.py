@@ -11,11 +11,10 @@ datetimes).
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import psycopg
 from django.conf import settings
 from django.db import connection, models
 
@@ -78,22 +77,45 @@ def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     binding) and the statement is prepared once per connection (unless
     DB_PREPARE_HOT_QUERIES is off, for a pooler that cannot keep prepared
     statements): the server stops parsing and planning it on every call.
-    The statement still shows in Django's query log (tests count queries)."""
+    Otherwise it runs exactly as Django's own cursors run statements: health
+    check, broken-transaction check, execute wrappers, error translation,
+    query log."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
-    connection.close_if_health_check_failed()  # what Django's own cursors do first
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
-    started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=settings.DB_PREPARE_HOT_QUERIES)
-        rows = cursor.fetchall() if cursor.description is not None else []
-    if connection.queries_logged:
-        connection.queries_log.append(
-            {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
-        )
-    return rows
+    connection.validate_thread_sharing()
+    prepared, logged = _cursor_classes()
+    with connection.wrap_database_errors:
+        raw = prepared(connection.connection)
+    # Django's own wrappers around it (what connection.cursor() returns).
+    wrapper = logged(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+    with wrapper as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+@functools.cache
+def _cursor_classes() -> tuple[type, type]:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+    from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+
+    class PreparedCursor(ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            kwargs.setdefault("prepare", settings.DB_PREPARE_HOT_QUERIES)
+            return super().execute(query, params, **kwargs)
+
+    class LoggedCursor(CursorDebugWrapper):
+        """Logs the statement as written: its parameters travel apart, so there
+        is no composed query text to read back from the driver."""
+
+        def execute(self, sql: str, params: Any = None) -> Any:
+            with self.debug_sql(sql, params):
+                return CursorWrapper.execute(self, sql, params)
+
+    return PreparedCursor, LoggedCursor
 
 
 def db_value(model: type[models.Model], field: str, value: Any) -> Any:

@@ -212,7 +212,8 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
     key.organization = _ORGS.read(row, _KEYS.width)
     profile = _PROFILES.read(row, _KEYS.width + _ORGS.width)
     if profile is not None:
-        profile.organization = key.organization
+        if profile.organization_id == key.organization_id:
+            profile.organization = key.organization
         key.profile = profile
     return key
 

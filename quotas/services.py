@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -257,23 +258,65 @@ def quota_check(
     Raises LimiterUnavailable when the database cannot answer."""
     now = now or timezone.now()
     try:
-        # A check is a read: no transaction, no period opened (an untouched
-        # period is empty). A reservation opens the periods it holds on.
-        states = [
-            s
-            for s in budget_states_now(org, now, open_missing=reserve)
-            if budget_matches(s.budget, dims)
-        ]
         if not reserve:
+            # A read: no transaction, no period opened (an untouched period is empty).
+            states = _matching_states(org, dims, now, open_missing=False)
             denied = [s for s in states if _would_exceed(s, amounts)]
             return CheckResult(allowed=not denied, states=states, denied=denied)
-        result = _reserve(org, dims, states, amounts, ttl_seconds, now)
-        if not result.allowed and reservations_expire(org=org, now=now):
-            # Stale holds were counted against us; they are gone now, try once more.
+        with _limiter_lock_timeout():
+            states = _matching_states(org, dims, now, open_missing=True)
             result = _reserve(org, dims, states, amounts, ttl_seconds, now)
+            if not result.allowed and reservations_expire(org=org, now=now):
+                # Stale holds were counted against us; they are gone now, try once more.
+                result = _reserve(org, dims, states, amounts, ttl_seconds, now)
         return result
     except DatabaseError as exc:
         raise LimiterUnavailable(str(exc)) from exc
+
+
+def _matching_states(
+    org: Organization, dims: Dimensions, at: datetime, *, open_missing: bool
+) -> list[BudgetState]:
+    """The budgets whose filters match ``dims``, with their current periods;
+    ``open_missing`` opens the missing periods of those budgets only."""
+    states = [
+        s for s in budget_states_now(org, at, open_missing=False) if budget_matches(s.budget, dims)
+    ]
+    if open_missing:
+        for state in states:
+            if state.period.pk is None:
+                period = period_ensure(state.budget, state.period.start, state.period.end)[0]
+                period.budget = state.budget
+                state.period = period
+    return states
+
+
+@contextmanager
+def _limiter_lock_timeout() -> Iterator[None]:
+    """Bound every lock wait of the statements inside, on rows and on tables
+    alike, by QUOTA_LOCK_TIMEOUT_MS (the limiter answers, or is unavailable).
+
+    Outside a transaction the timeout is set for the session and put back
+    after, so each statement inside stays its own transaction, committed by
+    the server without another round trip; inside one, it is SET LOCAL in a
+    savepoint."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    timeout = f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms"
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            fetch("SELECT set_config('lock_timeout', %s, true)", [timeout])
+            yield
+        return
+    ((previous, _),) = fetch(
+        "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, false)",
+        [timeout],
+    )
+    try:
+        yield
+    finally:
+        fetch("SELECT set_config('lock_timeout', %s, false)", [previous])
 
 
 def _would_exceed(state: BudgetState, amounts: Mapping[str, Decimal | int]) -> bool:
@@ -324,7 +367,7 @@ def _reserve(
                 return CheckResult(allowed=False, states=states, denied=[denier])
             return CheckResult(allowed=True, states=states, reservation=reservation)
         # A budget was deleted since the read (its period went with it): read again.
-        states = [s for s in budget_states_now(org, now) if budget_matches(s.budget, dims)]
+        states = _matching_states(org, dims, now, open_missing=True)
     raise LimiterUnavailable("the organization's budgets kept changing during the reservation")
 
 
@@ -387,13 +430,11 @@ def _reserve_statement(
     Outside a transaction it is its own transaction: PostgreSQL commits it
     without another round trip, so a hot period's row lock is held for the
     statement and its WAL flush only, never while this process waits for its
-    turn to run (a thread of a busy web worker). The lock timeout is set
-    inside it (``set_config(..., true)`` lasts until its transaction ends),
-    before the first lock is asked for."""
+    turn to run (a thread of a busy web worker). The caller bounds its lock
+    waits (``_limiter_lock_timeout``)."""
     res = Reservation._meta
     fields = [f for f in res.concrete_fields]
     params: list[object] = [
-        f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms",
         [s.period.pk for s, _ in holds],
         [a for _, a in holds],
         [s.budget.limit for s, _ in holds],
@@ -409,15 +450,13 @@ def _reserve_statement(
     qn = connection.ops.quote_name
     hold_table = ReservationHold._meta.db_table
     sql = f"""
-        WITH cfg AS MATERIALIZED (
-            SELECT set_config('lock_timeout', %s, true) AS lock_timeout
-        ), req AS (
+        WITH req AS (
             SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
                 AS r(period_id, amount, lim)
         ), locked AS (
-            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
+            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p
             WHERE p.id IN (SELECT period_id FROM req)
-            ORDER BY p.budget_id, p.start FOR UPDATE OF p
+            ORDER BY p.budget_id, p.start FOR UPDATE
         ), verdict AS (
             SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
                 AS ok
@@ -583,7 +622,9 @@ def _apply_all(changes: Sequence[tuple[BudgetPeriod, Decimal, Decimal]]) -> None
     )
     fresh = {pid: (spent, reserved) for pid, spent, reserved in rows}
     for period, _, _ in changes:
-        period.spent, period.reserved = fresh[period.pk]
+        # A period deleted with its budget since it was read is simply gone.
+        if period.pk in fresh:
+            period.spent, period.reserved = fresh[period.pk]
 
 
 def _returning(sql: str, params: list[object], period_id: int) -> tuple[Decimal, Decimal] | None:

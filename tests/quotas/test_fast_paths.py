@@ -3,24 +3,32 @@ answer exactly what the ORM paths answer, and survive budgets changing under the
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.rows import RowReader
+from config.rows import RowReader, fetch
 from costs.models import Price
 from costs.selectors.catalog import model_resolve, price_book
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import _key_by_prefix, profile_get_or_create
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.services import (
+    Charge,
     Dimensions,
+    LimiterUnavailable,
     _reserve,
     _reserve_orm,
+    budget_charge_apply,
+    budget_charge_plan,
     budget_create,
     budget_states_now,
     current_states,
@@ -193,3 +201,83 @@ def test_row_reader_builds_what_the_orm_builds(tenant_a, tenant_b, catalog):
     )
     reader = RowReader(Price)
     assert reader.width == len(Price._meta.concrete_fields)
+
+
+@pytest.mark.django_db
+def test_a_reservation_opens_only_the_periods_of_budgets_it_matches(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    other = budget_create(org=org, name="anthropic only", provider="anthropic", limit=Decimal(5))
+    later = NOW + timedelta(days=40)  # a new month, week and day: no period is open yet
+    result = quota_check(
+        org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True, now=later
+    )
+    assert result.allowed
+    opened = BudgetPeriod.objects.filter(start__gt=NOW)
+    assert sorted(p.budget.name for p in opened) == ["money", "tokens", "weekly"]
+    assert not opened.filter(budget=other).exists()
+
+
+@pytest.mark.django_db
+def test_a_charge_on_a_period_deleted_meanwhile_is_skipped_not_a_crash(tenant_a, frozen):
+    org = tenant_a.org
+    _budgets(org)
+    charge = Charge(dims=DIMS, occurred_at=NOW, amounts={"cost": Decimal("0.10"), "requests": 1})
+    plan = budget_charge_plan(org=org, charges=[charge])
+    Budget.objects.filter(organization=org, name="money").delete()
+    states = budget_charge_apply(plan)
+    assert BudgetPeriod.objects.get(budget__name="forever").spent == 1
+    assert "money" in {s.budget.name for s in states}  # reported as read, nothing written
+
+
+def _hold_table_lock(locked: threading.Event, done: threading.Event) -> None:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {ReservationHold._meta.db_table} IN SHARE MODE")
+            locked.set()
+            done.wait(timeout=30)
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lock_timeout_bounds_table_locks_too_and_is_put_back(tenant_a, settings):
+    settings.QUOTA_LOCK_TIMEOUT_MS = 300
+    org = tenant_a.org
+    _budgets(org)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '7s'")
+    locked, done = threading.Event(), threading.Event()
+    locker = threading.Thread(target=_hold_table_lock, args=(locked, done), daemon=True)
+    locker.start()
+    try:
+        assert locked.wait(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(LimiterUnavailable):
+            quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True)
+        elapsed = time.monotonic() - started
+    finally:
+        done.set()
+        locker.join(timeout=10)
+    assert elapsed < 3, elapsed  # about 300 ms, not 7 s
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "7s"  # the session's own setting is back
+    assert not Reservation.objects.filter(organization=org).exists()
+    assert quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True).allowed
+
+
+@pytest.mark.django_db
+def test_fetch_runs_like_a_django_cursor(tenant_a):
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
+        assert fetch("SELECT %s::int + 1", [41]) == [(42,)]
+    assert seen == ["SELECT %s::int + 1"]
+    assert [q["sql"] for q in captured.captured_queries] == ["SELECT %s::int + 1"]
+    with pytest.raises(DataError):
+        fetch("SELECT 1 / %s::int", [0])
