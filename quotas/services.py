@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -263,10 +263,15 @@ def quota_check(
             states = _matching_states(org, dims, now, open_missing=False)
             denied = [s for s in states if _would_exceed(s, amounts)]
             return CheckResult(allowed=not denied, states=states, denied=denied)
-        with _limiter_lock_timeout():
-            states = _matching_states(org, dims, now, open_missing=True)
-            result = _reserve(org, dims, states, amounts, ttl_seconds, now)
-            if not result.allowed and reservations_expire(org=org, now=now):
+        states = _matching_states(org, dims, now, open_missing=False)
+        if any(s.period.pk is None for s in states):
+            with _limiter_lock_timeout():  # the first reservation of a period opens it
+                states = _matching_states(org, dims, now, open_missing=True)
+        result = _reserve(org, dims, states, amounts, ttl_seconds, now)
+        if not result.allowed:
+            with _limiter_lock_timeout():
+                expired = reservations_expire(org=org, now=now)
+            if expired:
                 # Stale holds were counted against us; they are gone now, try once more.
                 result = _reserve(org, dims, states, amounts, ttl_seconds, now)
         return result
@@ -367,7 +372,8 @@ def _reserve(
                 return CheckResult(allowed=False, states=states, denied=[denier])
             return CheckResult(allowed=True, states=states, reservation=reservation)
         # A budget was deleted since the read (its period went with it): read again.
-        states = _matching_states(org, dims, now, open_missing=True)
+        with _limiter_lock_timeout():
+            states = _matching_states(org, dims, now, open_missing=True)
     raise LimiterUnavailable("the organization's budgets kept changing during the reservation")
 
 
@@ -430,11 +436,15 @@ def _reserve_statement(
     Outside a transaction it is its own transaction: PostgreSQL commits it
     without another round trip, so a hot period's row lock is held for the
     statement and its WAL flush only, never while this process waits for its
-    turn to run (a thread of a busy web worker). The caller bounds its lock
-    waits (``_limiter_lock_timeout``)."""
+    turn to run (a thread of a busy web worker). Its row-lock waits are
+    bounded by QUOTA_LOCK_TIMEOUT_MS, set inside it (``set_config(..., true)``
+    lasts until its transaction ends) before the first row lock is asked for.
+    The table locks it takes before it runs are not: like every read of these
+    tables, it waits for a migration's DDL to finish."""
     res = Reservation._meta
     fields = [f for f in res.concrete_fields]
     params: list[object] = [
+        f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms",
         [s.period.pk for s, _ in holds],
         [a for _, a in holds],
         [s.budget.limit for s, _ in holds],
@@ -450,13 +460,15 @@ def _reserve_statement(
     qn = connection.ops.quote_name
     hold_table = ReservationHold._meta.db_table
     sql = f"""
-        WITH req AS (
+        WITH cfg AS MATERIALIZED (
+            SELECT set_config('lock_timeout', %s, true) AS lock_timeout
+        ), req AS (
             SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
                 AS r(period_id, amount, lim)
         ), locked AS (
-            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p
+            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
             WHERE p.id IN (SELECT period_id FROM req)
-            ORDER BY p.budget_id, p.start FOR UPDATE
+            ORDER BY p.budget_id, p.start FOR UPDATE OF p
         ), verdict AS (
             SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
                 AS ok
@@ -477,7 +489,10 @@ def _reserve_statement(
                coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
         FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
     """  # noqa: S608 - table and column names are our own
-    rows = fetch(sql, params)
+    # Inside a caller's transaction, a savepoint: a refused lock must not
+    # abort the caller's work.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        rows = fetch(sql, params)
     if len(rows) != len(holds):
         return None
     return {pid: (fits, spent, reserved) for _, pid, fits, spent, reserved in rows}

@@ -233,7 +233,7 @@ def test_a_charge_on_a_period_deleted_meanwhile_is_skipped_not_a_crash(tenant_a,
 def _hold_table_lock(locked: threading.Event, done: threading.Event) -> None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {ReservationHold._meta.db_table} IN SHARE MODE")
+            cursor.execute(f"LOCK TABLE {BudgetPeriod._meta.db_table} IN SHARE MODE")
             locked.set()
             done.wait(timeout=30)
     finally:
@@ -241,10 +241,11 @@ def _hold_table_lock(locked: threading.Event, done: threading.Event) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_lock_timeout_bounds_table_locks_too_and_is_put_back(tenant_a, settings):
+def test_opening_a_period_is_bounded_by_the_lock_timeout_which_is_then_put_back(tenant_a, settings):
     settings.QUOTA_LOCK_TIMEOUT_MS = 300
     org = tenant_a.org
     _budgets(org)
+    later = timezone.now() + timedelta(days=40)  # no period of that month, week or day yet
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '7s'")
     locked, done = threading.Event(), threading.Event()
@@ -254,7 +255,9 @@ def test_the_lock_timeout_bounds_table_locks_too_and_is_put_back(tenant_a, setti
         assert locked.wait(timeout=10)
         started = time.monotonic()
         with pytest.raises(LimiterUnavailable):
-            quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True)
+            quota_check(
+                org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True, now=later
+            )
         elapsed = time.monotonic() - started
     finally:
         done.set()
@@ -264,7 +267,9 @@ def test_the_lock_timeout_bounds_table_locks_too_and_is_put_back(tenant_a, setti
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "7s"  # the session's own setting is back
     assert not Reservation.objects.filter(organization=org).exists()
-    assert quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True).allowed
+    assert quota_check(
+        org=org, dims=DIMS, amounts={"cost": Decimal("0.01")}, reserve=True, now=later
+    ).allowed
 
 
 @pytest.mark.django_db
