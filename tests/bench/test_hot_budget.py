@@ -7,15 +7,24 @@
                  overshoot spent + reserved - limit read from BudgetPeriod at the end
                  (must be 0: reservations never push a block budget past its limit)
 
+  run "limiter": the same reservations without HTTP: threads of this process
+                 calling the limiter service (quotas.services.quota_check) on one
+                 budget, each on its own database connection -> what the counter
+                 itself sustains; the HTTP figure over it is the share the web
+                 stack leaves
+
   BENCH_HOT_RESERVATIONS   requests in the open run (default 4,000)
   BENCH_HOT_LIMIT_SLOTS    reservations the limit run's limit allows (default 500)
   BENCH_HOT_SECONDS        time cap of each run (default 20)
   BENCH_HOT_CLIENTS        concurrent clients (default 32)
+  BENCH_HOT_THREADS        limiter-run threads (default 8)
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from decimal import Decimal
 
 from tests.bench.common import (
@@ -23,6 +32,7 @@ from tests.bench.common import (
     PgActivity,
     context,
     emit,
+    emit_ratio,
     env_float,
     env_int,
     run_load,
@@ -69,6 +79,56 @@ def _run(server, name: str, limit: Decimal, requests: int, clients: int, seconds
     return result, spent, reserved
 
 
+def _limiter_run(threads: int, seconds: float) -> tuple[float, int, Decimal, Decimal]:
+    """Reservations/s of the limiter service alone on one hot budget."""
+    from django.db import connection
+
+    from quotas.models import BudgetPeriod
+    from quotas.services import Dimensions, quota_check
+
+    tenant = make_tenant(
+        "hot-limiter",
+        budgets=[{"name": "The one budget", "metric": "cost", "period": "monthly",
+                  "limit": Decimal(10**9)}],
+        scopes="check",
+    )  # fmt: skip
+    dims = Dimensions(None, None, "openai", "gpt-4o-mini", "chat")
+    amounts = {"cost": AMOUNT, "requests": 1}
+    quota_check(org=tenant.org, dims=dims, amounts=amounts, reserve=True)  # warm
+    stop = threading.Event()
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        done = 0
+        try:
+            while not stop.is_set():
+                done += quota_check(
+                    org=tenant.org, dims=dims, amounts=amounts, reserve=True
+                ).allowed
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            counts.append(done)
+            connection.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    started = time.perf_counter()
+    for t in pool:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in pool:
+        t.join(timeout=60)
+    wall = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    (budget,) = tenant.budgets
+    (period,) = BudgetPeriod.objects.filter(budget=budget)
+    allowed = sum(counts) + 1
+    return sum(counts) / wall, allowed, period.reserved, AMOUNT * allowed
+
+
 def test_hot_budget(server, machine):
     clients = env_int("BENCH_HOT_CLIENTS", 32)
     requests = env_int("BENCH_HOT_RESERVATIONS", 4000)
@@ -82,6 +142,11 @@ def test_hot_budget(server, machine):
     tight_limit = AMOUNT * slots
     tight_res, tight_spent, tight_reserved = _run(
         server, "limit", tight_limit, 2 * slots, clients, seconds
+    )
+
+    threads = env_int("BENCH_HOT_THREADS", 8)
+    limiter_rate, limiter_allowed, limiter_reserved, limiter_expected = _limiter_run(
+        threads, min(seconds, 5.0)
     )
 
     allowed = open_res.statuses.get(200, 0)
@@ -100,9 +165,16 @@ def test_hot_budget(server, machine):
     emit("hot_budget_reservations", rate, "reservations/s")
     emit("hot_budget_reserve_p50", open_res.pct_ms(50), "ms")
     emit("hot_budget_reserve_p99", open_res.pct_ms(99), "ms")
+    context("hot_budget_limiter", threads=threads, allowed=limiter_allowed,
+            reserved=limiter_reserved, expected_reserved=limiter_expected)  # fmt: skip
+    emit("hot_budget_limiter_reservations", limiter_rate, "reservations/s")
+    emit_ratio("hot_budget_reservations", "hot_budget_limiter_reservations",
+               rate / limiter_rate if limiter_rate else 0.0)  # fmt: skip
     emit("hot_budget_limit_decisions", tight_res.count / tight_res.wall, "decisions/s")
     emit("hot_budget_limit_allowed", tight_allowed, "reservations")
     emit("hot_budget_overshoot", max(overshoot, Decimal(0)), "USD")
     emit("hot_budget_open_overshoot", max(open_overshoot, Decimal(0)), "USD")
     target("hot_budget", f">= 1000 reservations/s (measured {rate:.0f})", rate >= 1000)
+    target("hot_budget_limiter", f">= 1000 reservations/s (measured {limiter_rate:.0f})",
+           limiter_rate >= 1000)  # fmt: skip
     target("hot_budget", f"overshoot == 0 (spent+reserved-limit = {overshoot})", overshoot <= 0)
