@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from psycopg.pq import ExecStatus
 
 M = TypeVar("M", bound=models.Model)
+TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 class RowReader(Generic[M]):
@@ -33,18 +35,20 @@ class RowReader(Generic[M]):
         self.names = [f.attname for f in self.fields]
         self.width = len(self.fields)
         self._pk = self.names.index(model._meta.pk.attname)
-        self._steps: dict[str, list[Callable[[Any], Any]]] = {}
+        self._steps: list[Callable[[Any], Any]] | None = None  # one database per process
+        self._columns: dict[str, str] = {}
 
     def columns(self, alias: str) -> str:
-        qn = connection.ops.quote_name
-        return ", ".join(f"{alias}.{qn(f.column)}" for f in self.fields)
+        text = self._columns.get(alias)
+        if text is None:
+            qn = connection.ops.quote_name
+            text = self._columns[alias] = ", ".join(f"{alias}.{qn(f.column)}" for f in self.fields)
+        return text
 
     def _converters(self) -> list[Callable[[Any], Any]]:
-        vendor = connection.vendor
-        steps = self._steps.get(vendor)
-        if steps is None:
-            steps = self._steps[vendor] = [self._converter(f) for f in self.fields]
-        return steps
+        if self._steps is None:
+            self._steps = [self._converter(f) for f in self.fields]
+        return self._steps
 
     @staticmethod
     def _converter(field: models.Field) -> Callable[[Any], Any]:
@@ -67,7 +71,7 @@ class RowReader(Generic[M]):
         if values[self._pk] is None:
             return None
         converted = [c(v) for c, v in zip(self._converters(), values, strict=True)]
-        return self.model.from_db(connection.alias, self.names, converted)
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.names, converted)
 
 
 def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -84,17 +88,20 @@ def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
+    db = connections[DEFAULT_DB_ALIAS]  # this thread's connection, looked up once
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
     prepared, logged = _cursor_classes()
-    with connection.wrap_database_errors:
-        raw = prepared(connection.connection)
+    with db.wrap_database_errors:
+        raw = prepared(db.connection)
     # Django's own wrappers around it (what connection.cursor() returns).
-    wrapper = logged(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+    wrapper = logged(raw, db) if db.queries_logged else db.make_cursor(raw)
     with wrapper as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
+        # The result's status, not cursor.description (which builds column objects).
+        result = raw.pgresult
+        return cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
 
 
 @functools.cache
@@ -126,3 +133,26 @@ def db_value(model: type[models.Model], field: str, value: Any) -> Any:
 def placeholders(count: int) -> str:
     """``%s, %s, ...``: an IN list that PostgreSQL and SQLite both take."""
     return ", ".join(["%s"] * count)
+
+
+def pg_array(values: Sequence[object]) -> str:
+    """``values`` as a PostgreSQL array literal in text form, for a parameter
+    cast to a typed array (``%s::uuid[]``, ``%s::numeric(24,12)[]``).
+
+    Each element is its ``str()`` (UUID, int, Decimal, bool, date, aware
+    datetime and str all have a text form PostgreSQL parses back exactly) in
+    double quotes, with backslash and quote escaped; None is NULL. Built a
+    column at a time, since the driver's per-value adaptation of large arrays
+    costs more than the statement itself."""
+    if type(None) in set(map(type, values)):  # not `None in`: that calls each __eq__
+        return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+    texts = list(map(str, values))
+    body = '","'.join(texts)
+    # Only the separators' quotes, and no backslash: nothing to escape.
+    if body.count('"') != 2 * (len(texts) - 1) or "\\" in body:
+        body = '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
+    return '{"' + body + '"}' if texts else "{}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

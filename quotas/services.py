@@ -19,6 +19,7 @@ commit only.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,7 +33,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import RowReader, db_value, fetch, placeholders
+from config.rows import RowReader, db_value, fetch, pg_array, placeholders
 from profiles.models import Organization
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
@@ -193,6 +194,17 @@ def current_states(
     return states
 
 
+@functools.cache
+def _states_sql() -> str:
+    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
+    return (
+        f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
+        f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
+        f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END "
+        "WHERE b.organization_id = %s AND b.active ORDER BY b.id"
+    )
+
+
 def budget_states_now(
     org: Organization, at: datetime, *, open_missing: bool = True
 ) -> list[BudgetState]:
@@ -203,13 +215,7 @@ def budget_states_now(
     This is the pre-flight check's read: it runs on every call, so it skips
     the ORM's statement building (the dearest part of a check)."""
     bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
-    whens = " ".join(f"WHEN '{p}' THEN %s" for p in bounds)  # choices: our own literals
-    sql = (
-        f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
-        f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
-        f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END "
-        "WHERE b.organization_id = %s AND b.active ORDER BY b.id"
-    )
+    sql = _states_sql()
     params = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
     params.append(db_value(Budget, "organization", org.pk))
     rows = fetch(sql, params)
@@ -424,6 +430,45 @@ def _reserve_orm(
         return CheckResult(allowed=False, states=fresh, denied=[denier])
 
 
+_RESERVATION_FIELDS = list(Reservation._meta.concrete_fields)
+
+
+@functools.cache
+def _reserve_sql() -> str:
+    qn = connection.ops.quote_name
+    fields = _RESERVATION_FIELDS
+    return f"""
+        WITH cfg AS MATERIALIZED (
+            SELECT set_config('lock_timeout', %s, true) AS lock_timeout
+        ), req AS (
+            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
+                AS r(period_id, amount, lim)
+        ), locked AS (
+            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
+            WHERE p.id IN (SELECT period_id FROM req)
+            ORDER BY p.budget_id, p.start FOR UPDATE OF p
+        ), verdict AS (
+            SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
+                AS ok
+            FROM locked l JOIN req r ON r.period_id = l.id
+        ), res AS (
+            INSERT INTO {Reservation._meta.db_table} ({", ".join(qn(f.column) for f in fields)})
+            SELECT {", ".join(f"%s::{f.db_type(connection)}" for f in fields)}
+            FROM verdict WHERE ok RETURNING id
+        ), hold AS (
+            INSERT INTO {ReservationHold._meta.db_table} (reservation_id, period_id, amount)
+            SELECT %s::uuid, r.period_id, r.amount FROM req r, verdict WHERE verdict.ok
+        ), upd AS (
+            UPDATE {_TABLE} p SET reserved = p.reserved + r.amount
+            FROM req r, verdict WHERE verdict.ok AND p.id = r.period_id
+            RETURNING p.id, p.spent, p.reserved
+        )
+        SELECT v.ok, l.id, l.spent + l.reserved + r.amount <= r.lim,
+               coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
+        FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
+    """  # noqa: S608 - table and column names are our own
+
+
 def _reserve_statement(
     reservation: Reservation, holds: list[tuple[BudgetState, Decimal]]
 ) -> dict[int, tuple[bool, Decimal, Decimal]] | None:
@@ -441,54 +486,23 @@ def _reserve_statement(
     lasts until its transaction ends) before the first row lock is asked for.
     The table locks it takes before it runs are not: like every read of these
     tables, it waits for a migration's DDL to finish."""
-    res = Reservation._meta
-    fields = [f for f in res.concrete_fields]
     params: list[object] = [
         f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms",
-        [s.period.pk for s, _ in holds],
-        [a for _, a in holds],
-        [s.budget.limit for s, _ in holds],
+        # Arrays as PostgreSQL text literals: cheaper than the driver working
+        # out each list's element type.
+        pg_array([s.period.pk for s, _ in holds]),
+        pg_array([a for _, a in holds]),
+        pg_array([s.budget.limit for s, _ in holds]),
         len(holds),
     ]
     params += [
         Jsonb(getattr(reservation, f.attname))
         if isinstance(f, models.JSONField)
         else getattr(reservation, f.attname)
-        for f in fields
+        for f in _RESERVATION_FIELDS
     ]
     params.append(reservation.pk)
-    qn = connection.ops.quote_name
-    hold_table = ReservationHold._meta.db_table
-    sql = f"""
-        WITH cfg AS MATERIALIZED (
-            SELECT set_config('lock_timeout', %s, true) AS lock_timeout
-        ), req AS (
-            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
-                AS r(period_id, amount, lim)
-        ), locked AS (
-            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
-            WHERE p.id IN (SELECT period_id FROM req)
-            ORDER BY p.budget_id, p.start FOR UPDATE OF p
-        ), verdict AS (
-            SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
-                AS ok
-            FROM locked l JOIN req r ON r.period_id = l.id
-        ), res AS (
-            INSERT INTO {res.db_table} ({", ".join(qn(f.column) for f in fields)})
-            SELECT {", ".join(f"%s::{f.db_type(connection)}" for f in fields)}
-            FROM verdict WHERE ok RETURNING id
-        ), hold AS (
-            INSERT INTO {hold_table} (reservation_id, period_id, amount)
-            SELECT %s::uuid, r.period_id, r.amount FROM req r, verdict WHERE verdict.ok
-        ), upd AS (
-            UPDATE {_TABLE} p SET reserved = p.reserved + r.amount
-            FROM req r, verdict WHERE verdict.ok AND p.id = r.period_id
-            RETURNING p.id, p.spent, p.reserved
-        )
-        SELECT v.ok, l.id, l.spent + l.reserved + r.amount <= r.lim,
-               coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
-        FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
-    """  # noqa: S608 - table and column names are our own
+    sql = _reserve_sql()
     # Inside a caller's transaction, a savepoint: a refused lock must not
     # abort the caller's work.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
@@ -633,7 +647,11 @@ def _apply_all(changes: Sequence[tuple[BudgetPeriod, Decimal, Decimal]]) -> None
         WHERE p.id = r.id
         RETURNING p.id, p.spent, p.reserved
         """,  # noqa: S608 - our own table
-        [[p.pk for p, _, _ in changes], [a for _, a, _ in changes], [r for _, _, r in changes]],
+        [
+            pg_array([p.pk for p, _, _ in changes]),
+            pg_array([a for _, a, _ in changes]),
+            pg_array([r for _, _, r in changes]),
+        ],
     )
     fresh = {pid: (spent, reserved) for pid, spent, reserved in rows}
     for period, _, _ in changes:

@@ -25,12 +25,12 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from config.rows import fetch
+from config.rows import fetch, pg_array
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
-from costs.services.rollups import RollupRow, pg_array, rollup_add_rows
+from costs.services.rollups import RollupRow, rollup_add_rows
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import profiles_named
 from quotas.services import (

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.db import connection
 
-from config.rows import fetch
+from config.rows import fetch, pg_array
 from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
 
 SUM_COLUMNS = ["events", "unpriced_events", *COUNT_METERS, "audio_seconds", "cost", "revenue"]
@@ -123,26 +123,3 @@ def _db_value(value: object) -> object:
     if value is not None and hasattr(value, "hex") and connection.vendor == "sqlite":
         return value.hex  # type: ignore[attr-defined]
     return value
-
-
-def pg_array(values: Sequence[object]) -> str:
-    """``values`` as a PostgreSQL array literal in text form, for a parameter
-    cast to a typed array (``%s::uuid[]``, ``%s::numeric(24,12)[]``).
-
-    Each element is its ``str()`` (UUID, int, Decimal, bool, date, aware
-    datetime and str all have a text form PostgreSQL parses back exactly) in
-    double quotes, with backslash and quote escaped; None is NULL. Built a
-    column at a time, since the driver's per-value adaptation of large arrays
-    costs more than the statement itself."""
-    if type(None) in set(map(type, values)):  # not `None in`: that calls each __eq__
-        return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
-    texts = list(map(str, values))
-    body = '","'.join(texts)
-    # Only the separators' quotes, and no backslash: nothing to escape.
-    if body.count('"') != 2 * (len(texts) - 1) or "\\" in body:
-        body = '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
-    return '{"' + body + '"}' if texts else "{}"
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
