@@ -13,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -293,8 +294,6 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
         )
         ids = [row["id"] for row in rows]
         return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _FIELDS)
     # Each column goes as one array literal in PostgreSQL's text form, built
     # here a column at a time: adapting 32,000 values one by one cost more
     # than the INSERT itself.
@@ -306,13 +305,18 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
     ]
     # Server-side binding: the arrays travel as parameters, and the statement,
     # the same text whatever the batch size, is prepared once per connection.
-    rows_back = fetch(
+    return {row[0] for row in fetch(_insert_sql(), params)}
+
+
+@functools.cache
+def _insert_sql() -> str:
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _FIELDS)
+    return (
         f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608 - our names
         f"SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id",
-        params,
+        "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id"
     )
-    return {row[0] for row in rows_back}
 
 
 def _rollup_row(row: dict[str, object]) -> RollupRow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterable, Sequence
 from datetime import date
@@ -87,19 +88,24 @@ def _conflict(with_profile: bool) -> str:
 def _upsert_arrays(part: list, with_profile: bool, sign: int) -> None:
     """PostgreSQL: every row of ``part`` in one statement, a column per array, so
     the statement's text is the same whatever the number of rows."""
-    table = DailyUsage._meta.db_table
-    cols = _keys(with_profile) + SUM_COLUMNS
-    types = [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
     keys = [k if with_profile else k[:2] + k[3:] for k, _ in part]
     columns = [list(c) for c in zip(*keys, strict=True)]
     columns += [[sign * acc[i] for _, acc in part] for i in range(len(SUM_COLUMNS))]
-    sql = (
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("  # noqa: S608 - names are ours
+    # Prepared: the same text for any number of rows.
+    fetch(_upsert_sql(with_profile), [pg_array(c) for c in columns])
+
+
+@functools.cache
+def _upsert_sql(with_profile: bool) -> str:
+    cols = _keys(with_profile) + SUM_COLUMNS
+    types = [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
+    return (
+        f"INSERT INTO {DailyUsage._meta.db_table} ({', '.join(cols)}) "  # noqa: S608 - our names
+        "SELECT * FROM unnest("
         + ", ".join(f"%s::{t}[]" for t in types)
         + ")"
         + _conflict(with_profile)
     )
-    fetch(sql, [pg_array(c) for c in columns])  # prepared: the same text for any number of rows
 
 
 def _upsert(cursor, chunk: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
