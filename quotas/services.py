@@ -274,7 +274,7 @@ def quota_check(
             with _limiter_lock_timeout():  # the first reservation of a period opens it
                 states = _matching_states(org, dims, now, open_missing=True)
         result = _reserve(org, dims, states, amounts, ttl_seconds, now)
-        if not result.allowed:
+        if not result.allowed and _stale_holds_exist(org, now):
             with _limiter_lock_timeout():
                 expired = reservations_expire(org=org, now=now)
             if expired:
@@ -283,6 +283,23 @@ def quota_check(
         return result
     except DatabaseError as exc:
         raise LimiterUnavailable(str(exc)) from exc
+
+
+def _stale_holds_exist(org: Organization, now: datetime) -> bool:
+    """Does ``org`` have a held reservation past its expiry? One indexed probe
+    (the partial index of held reservations by expiry), asked only when a
+    reservation is refused."""
+    return bool(
+        fetch(
+            f"SELECT 1 FROM {Reservation._meta.db_table} "  # noqa: S608 - our names
+            "WHERE status = %s AND expires_at <= %s AND organization_id = %s LIMIT 1",
+            [
+                Reservation.Status.HELD.value,
+                connection.ops.adapt_datetimefield_value(now),
+                db_value(Reservation, "organization", org.pk),
+            ],
+        )
+    )
 
 
 def _matching_states(
@@ -761,7 +778,10 @@ def reservations_expire(*, org: Organization | None = None, now: datetime | None
     if org is not None:
         qs = qs.filter(organization=org)
     count = 0
-    for organization_id, rid in qs.values_list("organization_id", "id")[:10_000]:
+    # Oldest first, along the partial index of held reservations by expiry.
+    for organization_id, rid in qs.order_by("expires_at").values_list("organization_id", "id")[
+        :10_000
+    ]:
         with transaction.atomic():
             target = org if org is not None else Organization(pk=organization_id)
             won, releases, periods = _claim_reservations(target, [rid], Reservation.Status.EXPIRED)
