@@ -286,15 +286,18 @@ def quota_check(
 
 
 def _stale_holds_exist(org: Organization, now: datetime) -> bool:
-    """Does ``org`` have a held reservation past its expiry? One indexed probe
-    (the partial index of held reservations by expiry), asked only when a
-    reservation is refused."""
+    """Does ``org`` have a held reservation past its expiry? One probe of the
+    partial index of held reservations by organization and expiry (an index
+    scan, which marks the entries of reservations long gone as dead as it
+    passes), asked only when a reservation is refused."""
     return bool(
         fetch(
+            # The status is a literal, not a parameter: a prepared statement's
+            # generic plan can use a partial index only if its condition is in the text.
             f"SELECT 1 FROM {Reservation._meta.db_table} "  # noqa: S608 - our names
-            "WHERE status = %s AND expires_at <= %s AND organization_id = %s LIMIT 1",
+            f"WHERE status = '{Reservation.Status.HELD.value}' AND expires_at <= %s "
+            "AND organization_id = %s ORDER BY expires_at LIMIT 1",
             [
-                Reservation.Status.HELD.value,
                 connection.ops.adapt_datetimefield_value(now),
                 db_value(Reservation, "organization", org.pk),
             ],
@@ -778,7 +781,7 @@ def reservations_expire(*, org: Organization | None = None, now: datetime | None
     if org is not None:
         qs = qs.filter(organization=org)
     count = 0
-    # Oldest first, along the partial index of held reservations by expiry.
+    # Oldest first.
     for organization_id, rid in qs.order_by("expires_at").values_list("organization_id", "id")[
         :10_000
     ]:
