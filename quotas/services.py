@@ -793,6 +793,28 @@ def reservations_expire(*, org: Organization | None = None, now: datetime | None
     return count
 
 
+def reservations_purge(*, now: datetime | None = None, batch: int = 5_000) -> int:
+    """Delete reservations that ended (settled, released, expired) more than
+    RESERVATION_RETENTION_DAYS ago, with their holds; returns how many.
+
+    They no longer count anywhere: counters were settled when they ended, and
+    usage events keep the id they cited as a plain value. Held reservations
+    are never touched. Deletes in batches, each its own short transaction."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=int(settings.RESERVATION_RETENTION_DAYS))
+    ended = Reservation.objects.exclude(status=Reservation.Status.HELD).filter(ended_at__lt=cutoff)
+    total = 0
+    while True:
+        ids = list(ended.order_by().values_list("id", flat=True)[:batch])
+        if not ids:
+            return total
+        with transaction.atomic():
+            ReservationHold.objects.filter(reservation_id__in=ids).delete()
+            total += (
+                Reservation.objects.filter(id__in=ids).delete()[1].get(Reservation._meta.label, 0)
+            )
+
+
 # -- budgets ---------------------------------------------------------------------------
 
 _COUNTED = ("profile", "api_key", "provider", "model", "operation", "metric", "period")

@@ -10,7 +10,12 @@ from profiles.models import Organization
 from quotas.alerts import thresholds_evaluate
 from quotas.notify import deliveries_send
 from quotas.reconcile import periods_reconcile
-from quotas.services import active_budgets, current_states, reservations_expire
+from quotas.services import (
+    active_budgets,
+    current_states,
+    reservations_expire,
+    reservations_purge,
+)
 
 
 def _orgs_with_budgets(org_id: str | None) -> list[Organization]:
@@ -38,6 +43,11 @@ def send_notifications() -> int:
 @shared_task(name="quotas.expire_reservations")
 def expire_reservations() -> int:
     return reservations_expire()
+
+
+@shared_task(name="quotas.purge_reservations")
+def purge_reservations() -> int:
+    return reservations_purge()
 
 
 @shared_task(name="quotas.open_periods")

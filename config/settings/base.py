@@ -144,6 +144,8 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # How long a reservation waits for a budget row lock before the limiter is
 # declared unavailable (then the organization's fail_mode answers).
 QUOTA_LOCK_TIMEOUT_MS = env.int("QUOTA_LOCK_TIMEOUT_MS", default=2000)
+# Ended reservations (settled, released, expired) are deleted after this many days.
+RESERVATION_RETENTION_DAYS = env.int("RESERVATION_RETENTION_DAYS", default=7)
 
 # Per API key; a key's own rate_limit_per_minute overrides it; 0 = unlimited.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=60_000)

@@ -227,6 +227,7 @@ SCHEDULED_TASKS = {
     "quotas.evaluate_thresholds",
     "quotas.send_notifications",
     "quotas.expire_reservations",
+    "quotas.purge_reservations",
     "quotas.open_periods",
     "quotas.reconcile_counters",
     "costs.daily_summaries",

@@ -33,6 +33,7 @@ from quotas.services import (
     budget_states_now,
     current_states,
     quota_check,
+    reservations_purge,
 )
 from tests.quotas.helpers import utc
 
@@ -286,3 +287,29 @@ def test_fetch_runs_like_a_django_cursor(tenant_a):
     assert [q["sql"] for q in captured.captured_queries] == ["SELECT %s::int + 1"]
     with pytest.raises(DataError):
         fetch("SELECT 1 / %s::int", [0])
+
+
+@pytest.mark.django_db
+def test_ended_reservations_are_purged_after_the_retention_and_held_ones_never(tenant_a, settings):
+    settings.RESERVATION_RETENTION_DAYS = 7
+    org = tenant_a.org
+    budget_create(org=org, name="money", limit=Decimal(100))
+    amounts = {"cost": Decimal("0.10")}
+    made = [quota_check(org=org, dims=DIMS, amounts=amounts, reserve=True) for _ in range(4)]
+    old, recent, held_old, released = (r.reservation.pk for r in made)
+    long_ago = timezone.now() - timedelta(days=8)
+    Reservation.objects.filter(pk=old).update(status="settled", ended_at=long_ago)
+    Reservation.objects.filter(pk=recent).update(
+        status="settled", ended_at=timezone.now() - timedelta(days=6)
+    )
+    Reservation.objects.filter(pk=held_old).update(created_at=long_ago)  # still held
+    Reservation.objects.filter(pk=released).update(status="released", ended_at=long_ago)
+    reserved_before = BudgetPeriod.objects.get(budget__name="money").reserved
+
+    assert reservations_purge(batch=1) == 2
+    assert set(Reservation.objects.values_list("pk", flat=True)) == {recent, held_old}
+    assert not ReservationHold.objects.filter(reservation_id__in=[old, released]).exists()
+    assert ReservationHold.objects.filter(reservation_id=held_old).count() == 1
+    # Counters are not the purge's business.
+    assert BudgetPeriod.objects.get(budget__name="money").reserved == reserved_before
+    assert reservations_purge() == 0
