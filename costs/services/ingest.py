@@ -380,14 +380,7 @@ class _StatesFor:
         if not self._states:
             return []
         at = row["occurred_at"]
-        key = (
-            row["profile_id"],
-            row["api_key_id"],
-            row["provider"],
-            row["model"],
-            row["operation"],
-            tuple(start <= at < end for start, end in self._spans),
-        )
+        key = (*_dims_key(row), tuple(start <= at < end for start, end in self._spans))
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = self._choose(key[:5], key[5])
@@ -403,14 +396,13 @@ class _StatesFor:
         return sorted(chosen.values(), key=lambda s: s.budget.name)
 
 
+def _dims_key(row: Mapping[str, Any]) -> tuple:
+    """What a budget's filters look at in a ledger row, in ``Dimensions`` order."""
+    return (row["profile_id"], row["api_key_id"], row["provider"], row["model"], row["operation"])
+
+
 def _charge(row: dict[str, object], dims: dict[tuple, Dimensions]) -> Charge:
-    key = (
-        row["profile_id"],
-        row["api_key_id"],
-        row["provider"],
-        row["model"],
-        row["operation"],
-    )
+    key = _dims_key(row)
     if (shared := dims.get(key)) is None:
         shared = dims[key] = Dimensions(*key)  # type: ignore[arg-type]
     return Charge(
