@@ -565,16 +565,24 @@ def budget_charge_plan(*, org: Organization, charges: Sequence[Charge]) -> Charg
     tz = org.tz
     bounds: dict[tuple[str, date], tuple[datetime, datetime]] = {}  # periods start on local days
     budgets = [s.budget for s in current]
+    # A batch has far fewer distinct dimensions than events: match each once.
+    matching: dict[Dimensions, list[tuple[str, Budget]]] = {}
     for ch in charges:
+        hits = matching.get(ch.dims)
+        if hits is None:
+            hits = matching[ch.dims] = [
+                (str(b.pk), b) for b in budgets if budget_matches(b, ch.dims)
+            ]
+        if not hits:
+            continue
         day = ch.occurred_at.astimezone(tz).date()
-        for budget in budgets:
-            if budget_matches(budget, ch.dims):
-                span = bounds.get((budget.period, day))
-                if span is None:
-                    span = bounds[(budget.period, day)] = period_bounds(
-                        budget.period, tz, ch.occurred_at
-                    )
-                increments[(str(budget.pk), *span)] += amount_for(budget.metric, ch.amounts)
+        for budget_id, budget in hits:
+            span = bounds.get((budget.period, day))
+            if span is None:
+                span = bounds[(budget.period, day)] = period_bounds(
+                    budget.period, tz, ch.occurred_at
+                )
+            increments[(budget_id, *span)] += amount_for(budget.metric, ch.amounts)
     return ChargePlan(
         org=org,
         budgets={str(b.pk): b for b in budgets},
