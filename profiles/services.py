@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import string
 from collections.abc import Iterable
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -22,6 +24,8 @@ KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 KEY_PREFIX_LENGTH = 10
 # Refresh last_used_at at most this often: a write on every request would cost
 # the hot path a round trip for a figure nobody reads to the second.
+logger = logging.getLogger(__name__)
+
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 VALID_SCOPES = frozenset(ApiKey.Scope.values)
 
@@ -156,6 +160,7 @@ def api_key_prepare(*, key: ApiKey) -> str:
 
 def api_key_revoke(*, key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _forget_for_outages(key)
 
 
 class KeyRejected(Exception):
@@ -186,7 +191,67 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+        _remember_for_outages(key)
     return key
+
+
+# -- when the database is down ---------------------------------------------------------
+
+# How long a key stays known to the pre-flight check without its database. It is
+# refreshed with the key's last-used stamp (at most once a minute per key).
+OUTAGE_MEMORY_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class RememberedKey:
+    """What the pre-flight check needs of a key when the database cannot answer:
+    enough to verify the secret and apply the organization's fail mode."""
+
+    secret_hash: str
+    organization_id: str
+    fail_mode: str
+    currency: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+
+def _remember_for_outages(key: ApiKey) -> None:
+    org = key.organization
+    entry = RememberedKey(
+        key.secret_hash, str(org.pk), org.fail_mode, org.currency, tuple(key.scopes), key.expires_at
+    )
+    try:
+        cache.set(f"apikey-outage:{key.prefix}", entry, OUTAGE_MEMORY_SECONDS)
+    except Exception:  # noqa: BLE001 - a cache hiccup must never fail an authenticated request
+        logger.warning("could not remember key %s for outages", key.prefix, exc_info=True)
+
+
+def _forget_for_outages(key: ApiKey) -> None:
+    try:
+        cache.delete(f"apikey-outage:{key.prefix}")
+    except Exception:  # noqa: BLE001 - it expires on its own
+        logger.warning("could not forget key %s", key.prefix, exc_info=True)
+
+
+def api_key_remembered(*, raw: str) -> RememberedKey | None:
+    """The remembered key ``raw`` presents, if its secret matches and it has not
+    expired: how the pre-flight check honours an organization's fail mode while
+    the database is down. None when unknown or wrong (the caller answers as it
+    would without the database)."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != "sk" or not parts[1] or not parts[2] or len(parts[1]) > 16:
+        return None
+    try:
+        entry = cache.get(f"apikey-outage:{parts[1]}")
+    except Exception:  # noqa: BLE001 - no cache either: nothing remembered
+        return None
+    if not isinstance(entry, RememberedKey):
+        return None
+    if not hmac.compare_digest(hash_secret(parts[2]), entry.secret_hash):
+        return None
+    if entry.expires_at is not None and entry.expires_at <= timezone.now():
+        return None
+    return entry
 
 
 _KEYS = RowReader(ApiKey)

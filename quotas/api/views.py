@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,7 @@ from costs.selectors.catalog import model_resolve
 from costs.selectors.pricing import cost_estimate
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
+from profiles.services import api_key_remembered
 from quotas.selectors import budget_status, tightest
 from quotas.services import (
     CheckResult,
@@ -153,26 +155,49 @@ class QuotaCheckApi(TenantApiView):
             )
         except LimiterUnavailable:
             logger.exception("limiter unavailable for %s", self.org.slug)
-            if self.org.fail_mode == "closed":
-                raise ApiError(
-                    "The limiter is unavailable and this organization fails closed.",
-                    code="limiter_unavailable",
-                    status_code=503,
-                    headers={"Retry-After": "5"},
-                ) from None
-            return Response(
-                {
-                    "allowed": True,
-                    "degraded": True,
-                    "estimated_cost": f"{cost:.12f}",
-                    "currency": self.org.currency,
-                    "priced": priced,
-                    "reservation_id": None,
-                    "expires_at": None,
-                    "budgets": [],
-                }
-            )
+            return _degraded(self.org.fail_mode, self.org.currency, cost, priced)
         return self._respond(result, cost, priced)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """The database down (a restart, a failover) is the limiter failing too:
+        the organization's fail mode answers, not a bare 503. The organization
+        is the request's if the key was read before the outage, else the one a
+        key remembered from its last use names (``api_key_remembered``)."""
+        if isinstance(exc, OperationalError | InterfaceError):
+            fallback = self._outage_answer()
+            if fallback is not None:
+                logger.warning("database unavailable; answering by fail mode: %s", exc)
+                return fallback
+        return super().handle_exception(exc)
+
+    def _outage_answer(self) -> Response | None:
+        request = self.request
+        org = getattr(request, "org", None)
+        if org is not None:
+            fail_mode, currency = org.fail_mode, org.currency
+        else:
+            parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+            if len(parts) != 2 or parts[0].lower() != "bearer":
+                return None
+            remembered = api_key_remembered(raw=parts[1])
+            if remembered is None or "check" not in remembered.scopes:
+                return None
+            fail_mode, currency = remembered.fail_mode, remembered.currency
+        try:
+            body = request.data if isinstance(request.data, dict) else {}
+        except Exception:  # noqa: BLE001 - a body that does not parse: answered once the database is back
+            return None
+        estimate = body.get("estimate")
+        cost = Decimal(0)
+        if isinstance(estimate, dict) and "cost" in estimate:
+            try:
+                cost = parse_money(estimate["cost"])
+            except ValueError:
+                return None  # bad input is answered as bad input once the database is back
+        try:
+            return _degraded(fail_mode, currency, cost, priced=False)
+        except ApiError as closed:
+            return super().handle_exception(closed)
 
     def _respond(self, result: CheckResult, cost: Decimal, priced: bool) -> Response:
         body: dict[str, Any] = {
@@ -202,6 +227,30 @@ class QuotaCheckApi(TenantApiView):
             status=status_code,
             headers=headers,
         )
+
+
+def _degraded(fail_mode: str, currency: str, cost: Decimal, priced: bool) -> Response:
+    """The answer when the limiter cannot: allowed and degraded (fail open), or
+    503 limiter_unavailable (fail closed)."""
+    if fail_mode == "closed":
+        raise ApiError(
+            "The limiter is unavailable and this organization fails closed.",
+            code="limiter_unavailable",
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return Response(
+        {
+            "allowed": True,
+            "degraded": True,
+            "estimated_cost": f"{cost:.12f}",
+            "currency": currency,
+            "priced": priced,
+            "reservation_id": None,
+            "expires_at": None,
+            "budgets": [],
+        }
+    )
 
 
 class ReservationApi(TenantApiView):
