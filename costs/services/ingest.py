@@ -25,6 +25,7 @@ from typing import Any
 
 from django.db import connection, models, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from config.rows import fetch, pg_array
 from costs.models import UsageEvent
@@ -294,6 +295,12 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
         )
         ids = [row["id"] for row in rows]
         return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
+    if len(rows) <= _VALUES_ROWS:
+        # A few rows: plain VALUES, which PostgreSQL inserts with about half
+        # the work of unpacking one-element arrays (140 vs 270 us of backend
+        # CPU for one event).
+        params = [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for row in rows for c in _COLUMNS]
+        return {row[0] for row in fetch(_insert_values_sql(len(rows)), params)}
     # Each column goes as one array literal in PostgreSQL's text form, built
     # here a column at a time: adapting 32,000 values one by one cost more
     # than the INSERT itself.
@@ -306,6 +313,21 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
     # Server-side binding: the arrays travel as parameters, and the statement,
     # the same text whatever the batch size, is prepared once per connection.
     return {row[0] for row in fetch(_insert_sql(), params)}
+
+
+_VALUES_ROWS = 8
+_JSON_COLUMNS = {f.attname for f in _FIELDS if isinstance(f, models.JSONField)}
+
+
+@functools.cache
+def _insert_values_sql(count: int) -> str:
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
+    one = "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in _FIELDS) + ")"
+    return (
+        f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608 - our names
+        f"VALUES {', '.join([one] * count)} "
+        "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id"
+    )
 
 
 @functools.cache

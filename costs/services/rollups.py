@@ -64,12 +64,13 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
         part = [(k, acc) for k, acc in ordered if (k[2] is not None) == with_profile]
         if not part:
             continue
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and len(part) > _VALUES_ROWS:
             _upsert_arrays(part, with_profile, sign)
             continue
-        with connection.cursor() as cursor:
-            for start in range(0, len(part), 500):
-                _upsert(cursor, part[start : start + 500], with_profile, sign)
+        # A few rows (one event's), or SQLite: plain VALUES, which PostgreSQL
+        # takes with less work than unpacking one-element arrays.
+        for start in range(0, len(part), 500):
+            _upsert(part[start : start + 500], with_profile, sign)
 
 
 def _keys(with_profile: bool) -> list[str]:
@@ -108,7 +109,10 @@ def _upsert_sql(with_profile: bool) -> str:
     )
 
 
-def _upsert(cursor, chunk: list, with_profile: bool, sign: int) -> None:  # noqa: ANN001
+_VALUES_ROWS = 8
+
+
+def _upsert(chunk: list, with_profile: bool, sign: int) -> None:
     table = DailyUsage._meta.db_table
     cols = _keys(with_profile) + SUM_COLUMNS
     placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
@@ -121,7 +125,7 @@ def _upsert(cursor, chunk: list, with_profile: bool, sign: int) -> None:  # noqa
         + ", ".join([placeholders] * len(chunk))
         + _conflict(with_profile)
     )
-    cursor.execute(sql, params)
+    fetch(sql, params)
 
 
 def _db_value(value: object) -> object:
