@@ -100,10 +100,11 @@ def _ensure_database() -> None:
 class Machine:
     nproc: int
     postgres: str
+    autovacuum: str
 
     def line(self, bench: str, **items: object) -> None:
-        context(bench, nproc=self.nproc, postgresql=self.postgres, loadavg=load_average(),
-                **items)  # fmt: skip
+        context(bench, nproc=self.nproc, postgresql=self.postgres, autovacuum=self.autovacuum,
+                loadavg=load_average(), **items)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +120,7 @@ def bench_db(django_db_blocker):
         call_command("migrate", verbosity=0, interactive=False)
         _sync_catalog()
         _drop_run_tenants(stale_only=True)
+        _vacuum()
         yield
         _drop_run_tenants(stale_only=False)
         connection.close()
@@ -128,7 +130,23 @@ def bench_db(django_db_blocker):
 def machine(bench_db) -> Machine:
     with pg_connect() as conn:
         version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-    return Machine(nproc=os.cpu_count() or 0, postgres=version)
+        autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
+    return Machine(nproc=os.cpu_count() or 0, postgres=version, autovacuum=autovacuum)
+
+
+# What the benchmarks churn (reservations, holds, counters, rollups, the ledger):
+# vacuumed before a run, so a run's figures do not depend on the dead rows earlier
+# runs left behind where autovacuum is off or behind (index scans walking them).
+CHURNED_TABLES = [
+    "quotas_reservation", "quotas_reservationhold", "quotas_budgetperiod", "quotas_budget",
+    "profiles_apikey", "profiles_profile", "profiles_organization", "costs_dailyusage",
+    "costs_usageevent",
+]  # fmt: skip
+
+
+def _vacuum() -> None:
+    with psycopg.connect(**conninfo(), autocommit=True) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(CHURNED_TABLES)}")
 
 
 def _sync_catalog() -> None:
