@@ -99,7 +99,15 @@ class Budget(BaseModel):
                 condition=Q(action__in=["block", "warn"]), name="budget_action_valid"
             ),
         ]
-        indexes = [models.Index(fields=["organization", "active"], name="budget_org_active")]
+        # Active budgets by organization, and within it by profile: the checks read
+        # only the budgets that may match, and an organization may hold one per profile.
+        indexes = [
+            models.Index(
+                fields=["organization", "profile"],
+                name="budget_active_org_profile",
+                condition=Q(active=True),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -194,30 +194,66 @@ def current_states(
     return states
 
 
+_FILTERS = (  # (column, its "matches everything" test, Dimensions attribute)
+    ("profile_id", "IS NULL", "profile_id"),
+    ("api_key_id", "IS NULL", "api_key_id"),
+    ("provider", "= ''", "provider"),
+    ("model", "= ''", "model"),
+    ("operation", "= ''", "operation"),
+)
+
+
 @functools.cache
-def _states_sql() -> str:
+def _states_sql(shape: tuple[int, ...] | None) -> str:
+    """The read of budgets with their current periods; with ``shape`` (how many
+    values each filter column is compared with), only the budgets whose filters
+    can match: budget_matches in SQL, since an organization may hold a budget
+    per profile."""
     whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
+    filters = ""
+    for (column, everything, _), count in zip(_FILTERS, shape or (), strict=False):
+        some = f" OR b.{column} IN ({placeholders(count)})" if count else ""
+        filters += f" AND (b.{column} {everything}{some})"
     return (
         f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
         f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
         f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END "
-        "WHERE b.organization_id = %s AND b.active ORDER BY b.id"
+        f"WHERE b.organization_id = %s AND b.active{filters} ORDER BY b.id"
     )
 
 
 def budget_states_now(
-    org: Organization, at: datetime, *, open_missing: bool = True
+    org: Organization,
+    at: datetime,
+    *,
+    open_missing: bool = True,
+    matching: Iterable[Dimensions] | None = None,
 ) -> list[BudgetState]:
     """Every active budget of ``org`` with its period containing ``at``, in
     budget id order, read with one query (budgets joined to their current
-    period rows). ``open_missing`` as for ``current_states``.
+    period rows). ``open_missing`` as for ``current_states``. With
+    ``matching``, only budgets that may match one of those dimensions (each
+    filter compared with the values any of them has; callers still apply
+    ``budget_matches``).
 
-    This is the pre-flight check's read: it runs on every call, so it skips
-    the ORM's statement building (the dearest part of a check)."""
+    This is the pre-flight check's and the ledger's read: it runs on every call,
+    so it skips the ORM's statement building (the dearest part of a check), and
+    with ``matching`` it reads the budgets that apply, however many the
+    organization has."""
     bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
-    sql = _states_sql()
     params = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
     params.append(db_value(Budget, "organization", org.pk))
+    shape = None
+    if matching is not None:
+        dims = list(matching)
+        shape = []
+        for column, _, attr in _FILTERS:
+            values = sorted({v for d in dims if (v := getattr(d, attr)) not in (None, "")}, key=str)
+            shape.append(len(values))
+            field = column.removesuffix("_id")
+            params += [db_value(Budget, field, v) if column.endswith("_id") else v for v in values]
+        shape = tuple(shape)
+    sql = _states_sql(shape)
     rows = fetch(sql, params)
     states = []
     for row in rows:
@@ -311,7 +347,9 @@ def _matching_states(
     """The budgets whose filters match ``dims``, with their current periods;
     ``open_missing`` opens the missing periods of those budgets only."""
     states = [
-        s for s in budget_states_now(org, at, open_missing=False) if budget_matches(s.budget, dims)
+        s
+        for s in budget_states_now(org, at, open_missing=False, matching=[dims])
+        if budget_matches(s.budget, dims)  # the same rule, in Python, as SQL applied it
     ]
     if open_missing:
         for state in states:
@@ -560,7 +598,9 @@ def budget_charge_plan(*, org: Organization, charges: Sequence[Charge]) -> Charg
     periods (one query: nearly every charge falls in the current period) and
     sum the increments. A caller that takes other row locks in the same
     transaction plans before taking them, so those locks wait less."""
-    current = budget_states_now(org, timezone.now(), open_missing=False)
+    current = budget_states_now(
+        org, timezone.now(), open_missing=False, matching={c.dims for c in charges}
+    )
     increments: dict[PeriodKey, Decimal] = defaultdict(Decimal)
     tz = org.tz
     bounds: dict[tuple[str, date], tuple[datetime, datetime]] = {}  # periods start on local days

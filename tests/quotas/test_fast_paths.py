@@ -30,6 +30,7 @@ from quotas.services import (
     budget_charge_apply,
     budget_charge_plan,
     budget_create,
+    budget_matches,
     budget_states_now,
     current_states,
     quota_check,
@@ -313,3 +314,39 @@ def test_ended_reservations_are_purged_after_the_retention_and_held_ones_never(t
     # Counters are not the purge's business.
     assert BudgetPeriod.objects.get(budget__name="money").reserved == reserved_before
     assert reservations_purge() == 0
+
+
+@pytest.mark.django_db
+def test_the_read_filtered_in_sql_agrees_with_budget_matches(tenant_a, frozen):
+    org = tenant_a.org
+    other_profile = Profile.objects.create(organization=org, external_id="someone-else")
+    key = tenant_a.key
+    specs = [
+        {},
+        {"profile": tenant_a.profile},
+        {"profile": other_profile},
+        {"api_key": key},
+        {"provider": "openai"},
+        {"provider": "anthropic"},
+        {"provider": "openai", "model": "gpt-4o"},
+        {"model": "gpt-4o-mini"},
+        {"operation": "chat"},
+        {"operation": "embed", "profile": tenant_a.profile},
+    ]
+    for i, spec in enumerate(specs):
+        budget_create(org=org, name=f"b{i}", limit=Decimal(10), **spec)
+    everything = budget_states_now(org, NOW, open_missing=False)
+    cases = [
+        Dimensions(tenant_a.profile.pk, key.pk, "openai", "gpt-4o", "chat"),
+        Dimensions(None, None, "openai", "gpt-4o-mini", "default"),
+        Dimensions(other_profile.pk, key.pk, "anthropic", "claude-sonnet-4-5", "embed"),
+        Dimensions(tenant_a.profile.pk, None, "google", "gemini-2.5-pro", "embed"),
+    ]
+    for dims in cases:
+        expected = [s.budget.name for s in everything if budget_matches(s.budget, dims)]
+        read = budget_states_now(org, NOW, open_missing=False, matching=[dims])
+        assert [s.budget.name for s in read] == expected, dims
+    # Several dimensions at once: a superset of what each matches, never less.
+    union = {s.budget.name for s in budget_states_now(org, NOW, matching=cases)}
+    for dims in cases:
+        assert {s.budget.name for s in everything if budget_matches(s.budget, dims)} <= union
