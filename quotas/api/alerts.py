@@ -39,7 +39,9 @@ class AlertOutputSerializer(serializers.ModelSerializer):
 
 
 class AlertListApi(TenantApiView):
-    scopes = {"GET": "read"}
+    # API.md: all four alert endpoints need `manage` (budgets split read/write;
+    # alerts do not: a read-only key sees the unread count on the dashboard).
+    scopes = {"GET": "manage"}
 
     @extend_schema(
         parameters=[

@@ -87,6 +87,16 @@ def test_unread_filter_lists_only_unread_alerts(api_a, alerts):
     assert ids(api_a.get(ALERTS, {"unread": "0"})) == [str(a.pk) for a in reversed(own)]
 
 
+def test_listing_alerts_needs_the_manage_scope_as_the_contract_says(read_only, alerts):
+    denied = read_only.get(ALERTS)
+    assert denied.status_code == 403
+    assert denied.json()["error"] == "forbidden"
+    # The dashboard, a read, still tells how many are unread.
+    dashboard = read_only.get("/api/v1/dashboard")
+    assert dashboard.status_code == 200
+    assert dashboard.json()["alerts"]["unread"] == 3
+
+
 def test_read_marks_read_at_with_manage_scope_and_is_403_with_read_scope(api_a, read_only, alerts):
     own, _ = alerts
     target = own[0]
