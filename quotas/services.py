@@ -389,10 +389,15 @@ def _limiter_lock_timeout() -> Iterator[None]:
 
 
 def _would_exceed(state: BudgetState, amounts: Mapping[str, Decimal | int]) -> bool:
+    """A block budget refuses a call that would take it past its limit. A call
+    that adds nothing to what the budget counts (a chat call and an images
+    budget) is not refused by it, even when recorded usage already went past
+    the limit: it would not make that any worse."""
     if state.budget.action != Budget.Action.BLOCK:
         return False
+    amount = amount_for(state.budget.metric, amounts)
     p = state.period
-    return p.spent + p.reserved + amount_for(state.budget.metric, amounts) > state.budget.limit
+    return amount > 0 and p.spent + p.reserved + amount > state.budget.limit
 
 
 class _Denied(Exception):
@@ -444,12 +449,15 @@ def _reserve(
 def _holds(
     states: list[BudgetState], amounts: Mapping[str, Decimal | int]
 ) -> list[tuple[BudgetState, Decimal]]:
-    """What a reservation holds: the call's amount on each block budget, in budget order."""
-    return [
+    """What a reservation holds: the call's amount on each block budget it adds
+    to, in budget order (nothing on a budget it adds nothing to, which then
+    cannot refuse it either: see ``_would_exceed``)."""
+    holds = [
         (state, amount_for(state.budget.metric, amounts))
         for state in states
         if state.budget.action == Budget.Action.BLOCK
     ]
+    return [(state, amount) for state, amount in holds if amount > 0]
 
 
 def _reserve_orm(

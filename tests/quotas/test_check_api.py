@@ -277,6 +277,23 @@ def test_images_budget_counts_the_estimate_images(tenant_a, catalog, frozen):
     assert one_more.status_code == 429
 
 
+def test_a_budget_already_past_its_limit_refuses_only_calls_that_add_to_it(
+    tenant_a, catalog, frozen
+):
+    budget = budget_create(
+        org=tenant_a.org, name="Images", metric="images", period="monthly", limit=Decimal(3)
+    )
+    # Recorded usage is never refused: the month already holds 5 images of 3.
+    BudgetPeriod.objects.filter(budget=budget).update(spent=Decimal(5))
+    client = tenant_a.client()
+    chat = check(client, reserve=True)
+    assert chat.status_code == 200, chat.content
+    assert period_of(budget).reserved == 0  # no hold where the call adds nothing
+    image = check(client, model="dall-e-3", operation="image", estimate={"images": 1})
+    assert image.status_code == 429
+    assert "Images" in image.json()["message"]
+
+
 # -- warn budgets, scoping -------------------------------------------------------------------
 
 
