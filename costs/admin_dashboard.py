@@ -16,7 +16,7 @@ from profiles.models import Organization
 from profiles.tenancy import orgs_visible_to
 from quotas.alerts import projection
 from quotas.models import Alert
-from quotas.selectors import bar_level, budget_list, budget_states, budget_status
+from quotas.selectors import bar_level, budget_status, overview_budget_states
 
 
 def _org_for(request: HttpRequest) -> tuple[Organization | None, list[Organization]]:
@@ -44,8 +44,7 @@ def dashboard_payload(org: Organization, range_name: str | None) -> dict[str, An
     today = timezone.now().astimezone(org.tz).date()
     week_start = today - timedelta(days=today.weekday())
     tomorrow = today + timedelta(days=1)
-    budgets = list(budget_list(org=org).filter(active=True))
-    states = budget_states(org=org, budgets=budgets)
+    states = overview_budget_states(org=org)
     bars: dict[str, list[dict[str, Any]]] = {"daily": [], "weekly": [], "monthly": [], "total": []}
     warnings: list[str] = []
     now = timezone.now()

@@ -11,7 +11,7 @@ from django.utils import timezone
 from profiles.models import Organization, Profile
 from profiles.tenancy import for_org
 from quotas.models import Budget
-from quotas.services import BudgetState, current_states
+from quotas.services import BudgetState, budget_states_overview, current_states
 
 MONEY_PLACES = Decimal("0.000000000001")
 
@@ -52,6 +52,18 @@ def budget_list(*, org: Organization, profile: Profile | None = None) -> QuerySe
     if profile is not None:
         qs = qs.filter(profile=profile)
     return qs.order_by("name", "id")
+
+
+# Profile budgets an organization-wide view shows: those nearest their limits.
+OVERVIEW_PROFILE_BUDGETS = 20
+
+
+def overview_budget_states(*, org: Organization) -> list[BudgetState]:
+    """The budgets an organization's dashboard, admin cards and daily summary
+    show, in name order: every active budget not scoped to a profile, and the
+    OVERVIEW_PROFILE_BUDGETS profile budgets nearest their limits."""
+    states = budget_states_overview(org, timezone.now(), profile_budgets=OVERVIEW_PROFILE_BUDGETS)
+    return sorted(states, key=lambda s: (s.budget.name, str(s.budget.pk)))
 
 
 def budget_states(*, org: Organization, budgets: list[Budget]) -> list[BudgetState]:

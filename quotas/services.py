@@ -253,8 +253,15 @@ def budget_states_now(
             field = column.removesuffix("_id")
             params += [db_value(Budget, field, v) if column.endswith("_id") else v for v in values]
         shape = tuple(shape)
-    sql = _states_sql(shape)
-    rows = fetch(sql, params)
+    return _states_from_rows(org, fetch(_states_sql(shape), params), bounds, open_missing)
+
+
+def _states_from_rows(
+    org: Organization,
+    rows: Sequence[Sequence[object]],
+    bounds: Mapping[str, tuple[datetime, datetime]],
+    open_missing: bool,
+) -> list[BudgetState]:
     states = []
     for row in rows:
         budget = _BUDGETS.read(row)
@@ -272,6 +279,35 @@ def budget_states_now(
         states.append(BudgetState(budget, period))
     states.sort(key=lambda s: str(s.budget.pk))
     return states
+
+
+@functools.cache
+def _overview_sql() -> str:
+    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
+    join = f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END"
+    return (
+        f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
+        f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p {join} "
+        "WHERE b.organization_id = %s AND b.active AND (b.profile_id IS NULL OR b.id IN ("
+        f"SELECT b.id FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p {join} "
+        "WHERE b.organization_id = %s AND b.active AND b.profile_id IS NOT NULL "
+        'ORDER BY (COALESCE(p.spent, 0) + COALESCE(p.reserved, 0)) / b."limit" DESC, b.id '
+        "LIMIT %s)) ORDER BY b.id"
+    )
+
+
+def budget_states_overview(
+    org: Organization, at: datetime, *, profile_budgets: int
+) -> list[BudgetState]:
+    """What an organization-wide view shows of its budgets, read only, in one
+    query: every active budget not scoped to a profile, and the
+    ``profile_budgets`` profile budgets nearest their limits (an organization
+    may hold one per profile; the budgets list shows them all)."""
+    bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
+    starts = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
+    org_id = db_value(Budget, "organization", org.pk)
+    rows = fetch(_overview_sql(), [*starts, org_id, *starts, org_id, int(profile_budgets)])
+    return _states_from_rows(org, rows, bounds, open_missing=False)
 
 
 def _lock_timeout() -> None:

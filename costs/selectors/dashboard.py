@@ -21,7 +21,12 @@ from costs.selectors.analytics import (
 )
 from profiles.models import Organization, Profile
 from quotas.models import Alert
-from quotas.selectors import budget_list, budget_states, budget_status
+from quotas.selectors import (
+    budget_list,
+    budget_states,
+    budget_status,
+    overview_budget_states,
+)
 
 RANGES = ("today", "7d", "30d", "90d", "mtd", "all")
 MAX_DAYS = 3660
@@ -115,7 +120,12 @@ def dashboard(
     qs = rollups(org=org, since=days.first, until=days.until, profile=profile)
     total = totals(qs)
     month = month_figures(org=org, profile=profile)
-    budgets = list(budget_list(org=org, profile=profile).filter(active=True))
+    if profile is None:
+        states = overview_budget_states(org=org)
+    else:
+        states = budget_states(
+            org=org, budgets=list(budget_list(org=org, profile=profile).filter(active=True))
+        )
     alerts = Alert.objects.filter(organization=org, read_at__isnull=True)
     if profile is not None:
         alerts = alerts.filter(profile=profile)
@@ -158,6 +168,6 @@ def dashboard(
             "days_elapsed": month.days_elapsed,
             "days_in_month": month.days_in_month,
         },
-        "budgets": [budget_status(s) for s in budget_states(org=org, budgets=budgets)],
+        "budgets": [budget_status(s) for s in states],
         "alerts": {"unread": alerts.count()},
     }

@@ -13,8 +13,7 @@ from costs.selectors.analytics import grouped, money, month_figures, rollups, to
 from profiles.models import Organization
 from quotas.alerts import AlertSpec, alert_raise
 from quotas.models import Alert
-from quotas.selectors import budget_states, budget_status
-from quotas.services import active_budgets
+from quotas.selectors import budget_status, overview_budget_states
 
 SUMMARY_HOUR = 8
 SPIKE_WINDOW_DAYS = 7
@@ -31,7 +30,7 @@ def daily_summary_raise(*, org: Organization, now: datetime | None = None) -> Al
     day_qs = rollups(org=org, since=yesterday, until=today)
     day = totals(day_qs)
     month = month_figures(org=org, today=yesterday)
-    states = budget_states(org=org, budgets=active_budgets(org))
+    states = overview_budget_states(org=org)
     near = [budget_status(s) for s in states]
     near = [b for b in near if Decimal(b["percent_used"]) >= 50]
     data = {

@@ -21,6 +21,7 @@ from costs.selectors.catalog import model_resolve, price_book
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import _key_by_prefix, profile_get_or_create
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
+from quotas.selectors import overview_budget_states
 from quotas.services import (
     Charge,
     Dimensions,
@@ -350,3 +351,27 @@ def test_the_read_filtered_in_sql_agrees_with_budget_matches(tenant_a, frozen):
     union = {s.budget.name for s in budget_states_now(org, NOW, matching=cases)}
     for dims in cases:
         assert {s.budget.name for s in everything if budget_matches(s.budget, dims)} <= union
+
+
+@pytest.mark.django_db
+def test_overviews_show_shared_budgets_and_the_profile_budgets_nearest_their_limits(
+    tenant_a, frozen, api_a
+):
+    org = tenant_a.org
+    budget_create(org=org, name="Org monthly", limit=Decimal(1000))
+    budget_create(org=org, name="OpenAI monthly", provider="openai", limit=Decimal(500))
+    for i in range(30):
+        profile = Profile.objects.create(organization=org, external_id=f"user-{i:02d}")
+        budget = budget_create(org=org, name=f"User {i:02d}", profile=profile, limit=Decimal(100))
+        # user-i has used i% of its budget (half spent, half reserved for the odd ones).
+        spent, reserved = (Decimal(i), Decimal(0)) if i % 2 == 0 else (Decimal(i) / 2,) * 2
+        BudgetPeriod.objects.filter(budget=budget).update(spent=spent, reserved=reserved)
+    inactive = budget_create(org=org, name="Old", limit=Decimal(1))
+    Budget.objects.filter(pk=inactive.pk).update(active=False)
+
+    names = [s.budget.name for s in overview_budget_states(org=org)]
+    nearest = [f"User {i:02d}" for i in range(29, 9, -1)]  # the 20 most used: 29% .. 10%
+    assert sorted(names) == names
+    assert set(names) == {"Org monthly", "OpenAI monthly", *nearest}
+    body = api_a.get("/api/v1/dashboard").json()
+    assert [b["name"] for b in body["budgets"]] == names
