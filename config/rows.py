@@ -1,12 +1,14 @@
-"""Model instances from hand-written SQL, converted exactly as the ORM converts them.
+"""Hand-written SQL for the hot paths, and model instances from its rows.
 
-The hot paths (key authentication, the pre-flight check, price lookups) run a
-few small queries per request; building those statements through the ORM cost
-more CPU than PostgreSQL spent answering them. They write their SQL by hand
-(joins, CASE, one row per answer) and turn each row back into model instances
-here, with the same per-field database converters the ORM applies, so values
+The paths every request takes (key authentication, the pre-flight check and
+its reservation, price lookups, the ledger insert, rollups and budget
+counters) run a few small statements per request; building them through the
+ORM cost more CPU than PostgreSQL spent answering them. They write their SQL
+by hand and run it through ``fetch`` (server-side parameters, prepared once per
+connection, inside Django's own cursor wrappers); ``RowReader`` turns rows back
+into model instances with the per-field converters the ORM applies, so values
 come out identical on PostgreSQL and SQLite (UUIDs, Decimals, JSON, aware
-datetimes).
+datetimes); ``pg_array`` sends a column of values as one array parameter.
 """
 
 from __future__ import annotations
