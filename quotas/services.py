@@ -204,20 +204,39 @@ _FILTERS = (  # (column, its "matches everything" test, Dimensions attribute)
 
 
 @functools.cache
+def _with_current_period() -> str:
+    """``budget b LEFT JOIN`` its period row containing the moment whose period
+    starts are the parameters, one per period kind in ``Budget.Period`` order
+    (``_current_starts``)."""
+    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
+    return (
+        f"{Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
+        f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END"
+    )
+
+
+def _current_starts(
+    org: Organization, at: datetime
+) -> tuple[dict[str, tuple[datetime, datetime]], list[object]]:
+    """Each period kind's bounds at ``at`` in the organization's time zone, and
+    their starts as the parameters of ``_with_current_period``."""
+    bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
+    return bounds, [connection.ops.adapt_datetimefield_value(s) for s, _ in bounds.values()]
+
+
+@functools.cache
 def _states_sql(shape: tuple[int, ...] | None) -> str:
     """The read of budgets with their current periods; with ``shape`` (how many
     values each filter column is compared with), only the budgets whose filters
     can match: budget_matches in SQL, since an organization may hold a budget
     per profile."""
-    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
     filters = ""
     for (column, everything, _), count in zip(_FILTERS, shape or (), strict=False):
         some = f" OR b.{column} IN ({placeholders(count)})" if count else ""
         filters += f" AND (b.{column} {everything}{some})"
     return (
         f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
-        f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
-        f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END "
+        f"FROM {_with_current_period()} "
         f"WHERE b.organization_id = %s AND b.active{filters} ORDER BY b.id"
     )
 
@@ -240,8 +259,7 @@ def budget_states_now(
     so it skips the ORM's statement building (the dearest part of a check), and
     with ``matching`` it reads the budgets that apply, however many the
     organization has."""
-    bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
-    params = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
+    bounds, params = _current_starts(org, at)
     params.append(db_value(Budget, "organization", org.pk))
     shape = None
     if matching is not None:
@@ -283,13 +301,11 @@ def _states_from_rows(
 
 @functools.cache
 def _overview_sql() -> str:
-    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
-    join = f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END"
     return (
         f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
-        f"FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p {join} "
+        f"FROM {_with_current_period()} "
         "WHERE b.organization_id = %s AND b.active AND (b.profile_id IS NULL OR b.id IN ("
-        f"SELECT b.id FROM {Budget._meta.db_table} b LEFT JOIN {_TABLE} p {join} "
+        f"SELECT b.id FROM {_with_current_period()} "
         "WHERE b.organization_id = %s AND b.active AND b.profile_id IS NOT NULL "
         'ORDER BY (COALESCE(p.spent, 0) + COALESCE(p.reserved, 0)) / b."limit" DESC, b.id '
         "LIMIT %s)) ORDER BY b.id"
@@ -303,18 +319,21 @@ def budget_states_overview(
     query: every active budget not scoped to a profile, and the
     ``profile_budgets`` profile budgets nearest their limits (an organization
     may hold one per profile; the budgets list shows them all)."""
-    bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
-    starts = [connection.ops.adapt_datetimefield_value(start) for start, _ in bounds.values()]
+    bounds, starts = _current_starts(org, at)
     org_id = db_value(Budget, "organization", org.pk)
     rows = fetch(_overview_sql(), [*starts, org_id, *starts, org_id, int(profile_budgets)])
     return _states_from_rows(org, rows, bounds, open_missing=False)
 
 
+def _lock_timeout_value() -> str:
+    """QUOTA_LOCK_TIMEOUT_MS as PostgreSQL's lock_timeout setting takes it."""
+    return f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms"
+
+
 def _lock_timeout() -> None:
+    """The limiter's lock timeout for the rest of the current transaction."""
     if connection.vendor == "postgresql":
-        ms = int(settings.QUOTA_LOCK_TIMEOUT_MS)
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = {ms}")
+        fetch("SELECT set_config('lock_timeout', %s, true)", [_lock_timeout_value()])
 
 
 # -- check and reserve -----------------------------------------------------------------
@@ -382,18 +401,9 @@ def _matching_states(
 ) -> list[BudgetState]:
     """The budgets whose filters match ``dims``, with their current periods;
     ``open_missing`` opens the missing periods of those budgets only."""
-    states = [
-        s
-        for s in budget_states_now(org, at, open_missing=False, matching=[dims])
-        if budget_matches(s.budget, dims)  # the same rule, in Python, as SQL applied it
-    ]
-    if open_missing:
-        for state in states:
-            if state.period.pk is None:
-                period = period_ensure(state.budget, state.period.start, state.period.end)[0]
-                period.budget = state.budget
-                state.period = period
-    return states
+    # For one set of dimensions the read's filters are budget_matches exactly,
+    # so it opens no period of a budget that does not match.
+    return budget_states_now(org, at, open_missing=open_missing, matching=[dims])
 
 
 @contextmanager
@@ -408,15 +418,14 @@ def _limiter_lock_timeout() -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    timeout = f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms"
     if connection.in_atomic_block:
         with transaction.atomic():
-            fetch("SELECT set_config('lock_timeout', %s, true)", [timeout])
+            _lock_timeout()
             yield
         return
     ((previous, _),) = fetch(
         "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, false)",
-        [timeout],
+        [_lock_timeout_value()],
     )
     try:
         yield
@@ -589,7 +598,7 @@ def _reserve_statement(
     The table locks it takes before it runs are not: like every read of these
     tables, it waits for a migration's DDL to finish."""
     params: list[object] = [
-        f"{int(settings.QUOTA_LOCK_TIMEOUT_MS)}ms",
+        _lock_timeout_value(),
         # Arrays as PostgreSQL text literals: cheaper than the driver working
         # out each list's element type.
         pg_array([s.period.pk for s, _ in holds]),
