@@ -215,20 +215,24 @@ class RememberedKey:
     expires_at: datetime | None
 
 
+def _outage_key(prefix: str) -> str:
+    return f"apikey-outage:{prefix}"
+
+
 def _remember_for_outages(key: ApiKey) -> None:
     org = key.organization
     entry = RememberedKey(
         key.secret_hash, str(org.pk), org.fail_mode, org.currency, tuple(key.scopes), key.expires_at
     )
     try:
-        cache.set(f"apikey-outage:{key.prefix}", entry, OUTAGE_MEMORY_SECONDS)
+        cache.set(_outage_key(key.prefix), entry, OUTAGE_MEMORY_SECONDS)
     except Exception:  # noqa: BLE001 - a cache hiccup must never fail an authenticated request
         logger.warning("could not remember key %s for outages", key.prefix, exc_info=True)
 
 
 def _forget_for_outages(key: ApiKey) -> None:
     try:
-        cache.delete(f"apikey-outage:{key.prefix}")
+        cache.delete(_outage_key(key.prefix))
     except Exception:  # noqa: BLE001 - it expires on its own
         logger.warning("could not forget key %s", key.prefix, exc_info=True)
 
@@ -242,7 +246,7 @@ def api_key_remembered(*, raw: str) -> RememberedKey | None:
     if len(parts) != 3 or parts[0] != "sk" or not parts[1] or not parts[2] or len(parts[1]) > 16:
         return None
     try:
-        entry = cache.get(f"apikey-outage:{parts[1]}")
+        entry = cache.get(_outage_key(parts[1]))
     except Exception:  # noqa: BLE001 - no cache either: nothing remembered
         return None
     if not isinstance(entry, RememberedKey):
@@ -305,14 +309,8 @@ def profiles_named(*, org: Organization, names: Iterable[str]) -> dict[str, Prof
 def profile_get_or_create(*, org: Organization, external_id: str) -> Profile:
     """The profile named ``external_id`` in ``org``, created on first mention.
     Safe under concurrency (the unique constraint decides the race)."""
-    sql = (
-        f"SELECT {_PROFILES.columns('p')} FROM {Profile._meta.db_table} p "  # noqa: S608
-        "WHERE p.organization_id = %s AND p.external_id = %s"
-    )
-    rows = fetch(sql, [db_value(Profile, "organization", org.pk), external_id])
-    if rows:
-        profile = _PROFILES.read(rows[0])
-        profile.organization = org
-        return profile
+    found = profiles_named(org=org, names=[external_id]).get(external_id)
+    if found is not None:
+        return found
     profile, _ = Profile.objects.get_or_create(organization=org, external_id=external_id)
     return profile
