@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from django.db import connection
 
-from config.rows import fetch, pg_array
+from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
 
 SUM_COLUMNS = ["events", "unpriced_events", *COUNT_METERS, "audio_seconds", "cost", "revenue"]
@@ -64,7 +64,7 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
         part = [(k, acc) for k, acc in ordered if (k[2] is not None) == with_profile]
         if not part:
             continue
-        if connection.vendor == "postgresql" and len(part) > _VALUES_ROWS:
+        if connection.vendor == "postgresql" and len(part) > FEW_ROWS:
             _upsert_arrays(part, with_profile, sign)
             continue
         # A few rows (one event's), or SQLite: plain VALUES, which PostgreSQL
@@ -107,9 +107,6 @@ def _upsert_sql(with_profile: bool) -> str:
         + ")"
         + _conflict(with_profile)
     )
-
-
-_VALUES_ROWS = 8
 
 
 def _upsert(chunk: list, with_profile: bool, sign: int) -> None:
