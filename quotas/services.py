@@ -346,7 +346,6 @@ def quota_check(
     amounts: Mapping[str, Decimal | int],
     reserve: bool = False,
     ttl_seconds: int = 300,
-    api_key_id: uuid.UUID | None = None,
     now: datetime | None = None,
 ) -> CheckResult:
     """Would ``amounts`` pass every applicable block budget? With ``reserve``,
