@@ -209,6 +209,19 @@ class BenchTenant:
         return {"Authorization": f"Bearer {self.secret}"}
 
 
+# The budgets of the ingest and request benchmarks: the organization's money, a
+# provider's tokens (both block: a reservation holds on two counters) and a warn
+# budget on daily requests, all far from their limits.
+TYPICAL_BUDGETS = [
+    {"name": "Org monthly spend", "metric": "cost", "period": "monthly",
+     "limit": Decimal(10**9)},
+    {"name": "OpenAI monthly tokens", "metric": "total_tokens", "period": "monthly",
+     "provider": "openai", "limit": Decimal(10**11)},
+    {"name": "Daily requests", "metric": "requests", "period": "daily",
+     "action": "warn", "limit": Decimal(10**11)},
+]  # fmt: skip
+
+
 def make_tenant(
     name: str,
     *,

@@ -22,7 +22,6 @@ import json
 import threading
 import time
 import uuid
-from decimal import Decimal
 
 import psycopg
 from psycopg.types.string import TextLoader
@@ -37,7 +36,7 @@ from tests.bench.common import (
     run_load,
     target,
 )
-from tests.bench.conftest import RUN_ID, make_tenant, new_key, pg_connect
+from tests.bench.conftest import RUN_ID, TYPICAL_BUDGETS, make_tenant, new_key, pg_connect
 
 MIX = [
     ("openai", "gpt-4o-2024-08-06", "chat"),
@@ -74,14 +73,7 @@ def test_batch_ingest(server, machine):
     tenant = make_tenant(
         "ingest",
         profiles=PROFILES,
-        budgets=[
-            {"name": "Org monthly spend", "metric": "cost", "period": "monthly",
-             "limit": Decimal(10**9)},
-            {"name": "OpenAI monthly tokens", "metric": "total_tokens", "period": "monthly",
-             "provider": "openai", "limit": Decimal(10**11)},
-            {"name": "Daily requests", "metric": "requests", "period": "daily",
-             "action": "warn", "limit": Decimal(10**11)},
-        ],
+        budgets=TYPICAL_BUDGETS,
     )  # fmt: skip
     headers = {**tenant.auth, "Content-Type": "application/json"}
     run = new_key("b")

@@ -17,10 +17,9 @@ import uuid
 from decimal import Decimal
 
 from tests.bench.common import context, emit, emit_ratio, env_int
-from tests.bench.conftest import make_tenant, new_key
+from tests.bench.conftest import TYPICAL_BUDGETS, make_tenant, new_key
 
-ORG_BUDGET = {"name": "Org monthly spend", "metric": "cost", "period": "monthly",
-              "limit": Decimal(10**9)}  # fmt: skip
+ORG_BUDGET = TYPICAL_BUDGETS[0]
 
 
 def _tenant(name: str, per_profile: int):

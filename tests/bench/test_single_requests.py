@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from decimal import Decimal
 
 from tests.bench.common import (
     CpuMeter,
@@ -32,7 +31,7 @@ from tests.bench.common import (
     run_load,
     target,
 )
-from tests.bench.conftest import make_tenant, new_key, pg_connect
+from tests.bench.conftest import TYPICAL_BUDGETS, make_tenant, new_key, pg_connect
 
 PROFILES = 64
 
@@ -102,14 +101,7 @@ def test_single_requests(server, machine):
     tenant = make_tenant(
         "single",
         profiles=PROFILES,
-        budgets=[
-            {"name": "Org monthly spend", "metric": "cost", "period": "monthly",
-             "limit": Decimal(10**9)},
-            {"name": "OpenAI monthly tokens", "metric": "total_tokens", "period": "monthly",
-             "provider": "openai", "limit": Decimal(10**11)},
-            {"name": "Daily requests", "metric": "requests", "period": "daily",
-             "action": "warn", "limit": Decimal(10**11)},
-        ],
+        budgets=TYPICAL_BUDGETS,
     )  # fmt: skip
     run = new_key("s")
     auth = tenant.auth
