@@ -11,8 +11,7 @@ from quotas.alerts import thresholds_evaluate
 from quotas.notify import deliveries_send
 from quotas.reconcile import periods_reconcile
 from quotas.services import (
-    active_budgets,
-    current_states,
+    budget_states_now,
     reservations_expire,
     reservations_purge,
 )
@@ -57,7 +56,7 @@ def open_periods() -> int:
     any check or charge opens a missing period itself)."""
     opened = 0
     for org in _orgs_with_budgets(None):
-        opened += len(current_states(org, active_budgets(org), timezone.now()))
+        opened += len(budget_states_now(org, timezone.now()))
     return opened
 
 

@@ -39,11 +39,10 @@ from quotas.services import (
     BudgetState,
     Charge,
     Dimensions,
-    active_budgets,
     budget_charge_apply,
     budget_charge_plan,
     budget_matches,
-    current_states,
+    budget_states_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -247,9 +246,10 @@ def usage_record(
             rollup_add_rows(rows=rollups)
             states = budget_charge_apply(plan)
             _after_commit_checks(org, inserted, states)
-        if existing and (budgets := active_budgets(org)):
-            # Replays answer with the budgets as they stand now.
-            states += current_states(org, budgets, now, open_missing=False)
+        if existing:
+            # Replays answer with the budgets they count against, as they stand now.
+            replayed = {Dimensions(*_dims_key(r.values)) for r in existing.values()}
+            states += budget_states_now(org, now, open_missing=False, matching=replayed)
 
     by_id = {p.pk: p for p in profiles.values()}
     recorded = {
