@@ -132,9 +132,14 @@ def db_value(model: type[models.Model], field: str, value: Any) -> Any:
     return model._meta.get_field(field).get_db_prep_value(value, connection)
 
 
-def placeholders(count: int) -> str:
-    """``%s, %s, ...``: an IN list that PostgreSQL and SQLite both take."""
-    return ", ".join(["%s"] * count)
+def in_list(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """SQL for ``column`` equal to one of ``values`` (not empty), and its
+    parameters. PostgreSQL gets one array parameter (``= ANY(%s)``): the text,
+    and so the prepared statement, stays the same whatever the count, and the
+    driver converts one parameter instead of one per value. SQLite gets an IN list."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
 # Up to this many rows, an INSERT goes as plain VALUES: PostgreSQL takes a few

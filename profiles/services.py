@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.rows import RowReader, db_value, fetch, placeholders
+from config.rows import RowReader, db_value, fetch, in_list
 from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -293,10 +293,11 @@ def profiles_named(*, org: Organization, names: Iterable[str]) -> dict[str, Prof
     names = sorted(set(names))
     if not names:
         return {}
+    named, params = in_list("p.external_id", names)
     rows = fetch(
         f"SELECT {_PROFILES.columns('p')} FROM {Profile._meta.db_table} p "  # noqa: S608
-        f"WHERE p.organization_id = %s AND p.external_id IN ({placeholders(len(names))})",
-        [db_value(Profile, "organization", org.pk), *names],
+        f"WHERE p.organization_id = %s AND {named}",
+        [db_value(Profile, "organization", org.pk), *params],
     )
     found = {}
     for row in rows:

@@ -33,7 +33,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import RowReader, db_value, fetch, pg_array, placeholders
+from config.rows import RowReader, db_value, fetch, in_list, pg_array
 from profiles.models import Organization
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
@@ -225,15 +225,9 @@ def _current_starts(
 
 
 @functools.cache
-def _states_sql(shape: tuple[int, ...] | None) -> str:
-    """The read of budgets with their current periods; with ``shape`` (how many
-    values each filter column is compared with), only the budgets whose filters
-    can match: budget_matches in SQL, since an organization may hold a budget
-    per profile."""
-    filters = ""
-    for (column, everything, _), count in zip(_FILTERS, shape or (), strict=False):
-        some = f" OR b.{column} IN ({placeholders(count)})" if count else ""
-        filters += f" AND (b.{column} {everything}{some})"
+def _states_sql(filters: str) -> str:
+    """The read of budgets with their current periods, narrowed by ``filters``
+    (SQL on ``b``, the budget)."""
     return (
         f"SELECT {_BUDGETS.columns('b')}, {_PERIODS.columns('p')} "  # noqa: S608 - our names
         f"FROM {_with_current_period()} "
@@ -261,17 +255,24 @@ def budget_states_now(
     organization has."""
     bounds, params = _current_starts(org, at)
     params.append(db_value(Budget, "organization", org.pk))
-    shape = None
+    filters = ""
     if matching is not None:
+        # budget_matches in SQL (an organization may hold a budget per profile):
+        # each filter matches everything or one of the values the dimensions have.
         dims = list(matching)
-        shape = []
-        for column, _, attr in _FILTERS:
+        for column, everything, attr in _FILTERS:
             values = sorted({v for d in dims if (v := getattr(d, attr)) not in (None, "")}, key=str)
-            shape.append(len(values))
-            field = column.removesuffix("_id")
-            params += [db_value(Budget, field, v) if column.endswith("_id") else v for v in values]
-        shape = tuple(shape)
-    return _states_from_rows(org, fetch(_states_sql(shape), params), bounds, open_missing)
+            filters += f" AND (b.{column} {everything}"
+            if values:
+                field = column.removesuffix("_id")
+                some, values = in_list(
+                    f"b.{column}",
+                    [db_value(Budget, field, v) for v in values] if field != column else values,
+                )
+                filters += f" OR {some}"
+                params += values
+            filters += ")"
+    return _states_from_rows(org, fetch(_states_sql(filters), params), bounds, open_missing)
 
 
 def _states_from_rows(
@@ -733,14 +734,16 @@ def _periods_at(keys: Sequence[PeriodKey]) -> dict[tuple[str, datetime], BudgetP
         return {}
     budget_ids = sorted({k[0] for k in keys})
     starts = sorted({k[1] for k in keys})
+    budgets_in, budget_params = in_list(
+        "p.budget_id", [db_value(BudgetPeriod, "budget", uuid.UUID(b)) for b in budget_ids]
+    )
+    starts_in, start_params = in_list(
+        "p.start", [connection.ops.adapt_datetimefield_value(t) for t in starts]
+    )
     rows = fetch(
         f"SELECT {_PERIODS.columns('p')} FROM {_TABLE} p "  # noqa: S608
-        f"WHERE p.budget_id IN ({placeholders(len(budget_ids))}) "
-        f"AND p.start IN ({placeholders(len(starts))})",
-        [
-            *(db_value(BudgetPeriod, "budget", uuid.UUID(b)) for b in budget_ids),
-            *(connection.ops.adapt_datetimefield_value(t) for t in starts),
-        ],
+        f"WHERE {budgets_in} AND {starts_in}",
+        [*budget_params, *start_params],
     )
     periods = [_PERIODS.read(row) for row in rows]
     return {(str(p.budget_id), p.start): p for p in periods}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from config.rows import RowReader, db_value, fetch, placeholders
+from config.rows import RowReader, db_value, fetch, in_list
 from costs.models import AIModel, Price
 from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import Organization
@@ -183,12 +183,12 @@ def price_book(*, org: Organization, model_ids: Iterable[int]) -> PriceBook:
     ids = sorted(set(model_ids))
     if not ids:
         return PriceBook([])
+    models, params = in_list("p.model_id", ids)
     sql = (
         f"SELECT {_PRICES.columns('p')} FROM {Price._meta.db_table} p "  # noqa: S608 - our names
-        f"WHERE p.model_id IN ({placeholders(len(ids))}) "
-        "AND (p.organization_id IS NULL OR p.organization_id = %s)"
+        f"WHERE {models} AND (p.organization_id IS NULL OR p.organization_id = %s)"
     )
-    rows = fetch(sql, [*ids, db_value(Price, "organization", org.pk)])
+    rows = fetch(sql, [*params, db_value(Price, "organization", org.pk)])
     prices = [_PRICES.read(row) for row in rows]
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
