@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -176,6 +177,7 @@ def usage_record(
 
     # The first event of a key in the request is the candidate; later ones are
     # judged against whatever ends up recorded for that key.
+    ids = _new_ids(len(events))
     firsts: dict[str, EventInput] = {}
     rejected: dict[str, dict[str, str]] = {}
     candidates: dict[str, dict[str, object]] = {}
@@ -193,7 +195,7 @@ def usage_record(
             continue
         usage = ev.usage
         candidates[ev.idempotency_key] = {
-            "id": uuid.uuid4(),
+            "id": next(ids),
             "organization_id": org.pk,
             "profile_id": None,  # set below, once profiles are looked up
             "api_key_id": api_key_id,
@@ -278,6 +280,14 @@ def usage_record(
         first_seen.add(ev.idempotency_key)
         results.append(EventResult(status, row, budgets_of(row.values)))
     return results
+
+
+def _new_ids(count: int) -> Iterator[uuid.UUID]:
+    """``count`` random ids as ``uuid4()`` makes them, from one read of the
+    system's randomness: ``uuid4()`` reads it once per id, a system call each,
+    which cost a batch more than pricing its events."""
+    pool = os.urandom(16 * count)
+    return (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, 16 * count, 16))
 
 
 def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:

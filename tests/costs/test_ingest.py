@@ -521,6 +521,19 @@ def test_batch_replayed_whole_answers_200_for_every_event(api):
     assert UsageEvent.objects.count() == 5
 
 
+def test_batch_events_get_distinct_random_version_4_ids(api):
+    events = [event(f"id-{i}", usage={"input_tokens": i + 1}) for i in range(300)]
+    results = post(api, {"events": events}, BATCH_URL).json()["results"]
+
+    ids = [uuid.UUID(r["id"]) for r in results]
+    assert len(set(ids)) == 300
+    assert {i.version for i in ids} == {4}
+    assert {i.variant for i in ids} == {uuid.RFC_4122}
+    # Random, not counted up from one draw: no shared 8-byte prefix.
+    assert len({i.bytes[:8] for i in ids}) == 300
+    assert set(UsageEvent.objects.values_list("id", flat=True)) == set(ids)
+
+
 def test_batch_with_one_bad_event_records_exactly_the_good_ones(api):
     events = [
         event("good-0"),
