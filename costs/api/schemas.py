@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -145,13 +146,26 @@ class UsageBatchIn(BaseModel):
     events: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-# One encoder for every fingerprint: json.dumps with options builds a new one per call.
+# The canonical form: sorted keys, compact, ASCII (anything else escaped), Decimals
+# as strings. One encoder for every fingerprint: json.dumps with options builds
+# a new one per call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def request_hash(raw: dict[str, Any]) -> str:
-    """Fingerprint of an event body as sent (key order does not matter)."""
-    return hashlib.sha256(_CANONICAL.encode(raw).encode()).hexdigest()
+    """Fingerprint of an event body as sent (key order does not matter).
+
+    orjson writes the canonical form byte for byte whenever its output is
+    printable ASCII plus escapes (it writes other characters raw where the
+    canonical form escapes them); other bodies, and those past orjson's
+    limits, take the standard library's encoder. Fingerprints never change."""
+    try:
+        text = orjson.dumps(raw, default=str, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, or nesting past orjson's depth
+        text = b""
+    if not text or not text.isascii() or b"\x7f" in text:
+        text = _CANONICAL.encode(raw).encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 def pydantic_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:

@@ -14,7 +14,6 @@ Guarantees:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import uuid
@@ -24,6 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.db import connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -313,7 +313,7 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
     # here a column at a time: adapting 32,000 values one by one cost more
     # than the INSERT itself.
     params = [
-        pg_array([json.dumps(row[c]) for row in rows])
+        pg_array([orjson.dumps(row[c]).decode() for row in rows])
         if isinstance(f, models.JSONField)
         else pg_array([row[c] for row in rows])
         for f, c in zip(_FIELDS, _COLUMNS, strict=True)
