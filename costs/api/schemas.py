@@ -23,7 +23,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -82,10 +81,27 @@ def _trimmed(value: str) -> str:
 
 
 Money = Annotated[Decimal, BeforeValidator(parse_money)]
-Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 Timestamp = Annotated[datetime, BeforeValidator(_aware)]
-Name = Annotated[Text, Field(min_length=1, max_length=100), AfterValidator(_trimmed)]
-LongName = Annotated[Text, Field(min_length=1, max_length=200), AfterValidator(_trimmed)]
+# Strings: strict, with their lengths checked by pydantic's core. The length
+# constraints come before the Python validators on purpose: placed after one,
+# pydantic runs each as a Python callback, thirteen calls per event.
+Identifier = Annotated[
+    str, Field(strict=True, min_length=1, max_length=255), AfterValidator(_no_nul)
+]
+Name = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=100),
+    AfterValidator(_no_nul),
+    AfterValidator(_trimmed),
+]
+LongName = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=200),
+    AfterValidator(_no_nul),
+    AfterValidator(_trimmed),
+]
+TagKey = Annotated[str, Field(strict=True, min_length=1, max_length=100), AfterValidator(_no_nul)]
+TagValue = Annotated[str, Field(strict=True, max_length=500), AfterValidator(_no_nul)]
 
 
 def _tags(value: dict[str, str]) -> dict[str, str]:
@@ -100,8 +116,8 @@ class UsageEventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    idempotency_key: Annotated[Text, Field(min_length=1, max_length=255)]
-    profile: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    idempotency_key: Identifier
+    profile: Identifier | None = None
     provider: Name
     model: LongName
     operation: Name = "default"
@@ -115,13 +131,7 @@ class UsageEventIn(BaseModel):
         default=None, description="Decimal string, for services the catalog does not price."
     )
     occurred_at: Timestamp | None = None
-    tags: Annotated[
-        dict[
-            Annotated[Text, Field(min_length=1, max_length=100)],
-            Annotated[Text, Field(max_length=500)],
-        ],
-        AfterValidator(_tags),
-    ] = Field(default_factory=dict)
+    tags: Annotated[dict[TagKey, TagValue], AfterValidator(_tags)] = Field(default_factory=dict)
     revenue: Money | None = None
     reservation_id: uuid.UUID | None = None
 

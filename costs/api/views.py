@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -67,7 +68,7 @@ def event_body(
 class _UsageIngestBase(TenantApiView):
     scopes = {"*": "ingest"}
 
-    def to_input(self, raw: Any) -> EventInput:
+    def to_input(self, raw: Any, received_at: datetime) -> EventInput:
         event, meters = parse_event(raw)
         bound = self.request.profile  # type: ignore[attr-defined]
         if bound is not None:
@@ -85,7 +86,7 @@ class _UsageIngestBase(TenantApiView):
             model=event.model.strip(),
             operation=event.operation,
             usage=meters,
-            occurred_at=event.occurred_at or timezone.now(),
+            occurred_at=event.occurred_at or received_at,
             profile=profile,
             cost=event.cost,
             revenue=event.revenue,
@@ -129,7 +130,7 @@ class UsageRecordApi(_UsageIngestBase):
     )
     def post(self, request: Request) -> Response:
         try:
-            event = self.to_input(request.data)
+            event = self.to_input(request.data, timezone.now())
         except EventInvalid as exc:
             raise ApiError("The request is invalid; see details.", details=exc.details) from exc
         (result,) = usage_record(org=self.org, events=[event], api_key=request.api_key)  # type: ignore[attr-defined]
@@ -157,11 +158,13 @@ class UsageBatchApi(_UsageIngestBase):
             raise ApiError(
                 "The request is invalid; see details.", details=pydantic_errors(exc)
             ) from exc
+        # Events sent without occurred_at happened when the batch arrived.
+        received_at = timezone.now()
         results: list[dict[str, Any] | None] = [None] * len(batch.events)
         valid: list[tuple[int, EventInput]] = []
         for index, raw in enumerate(batch.events):
             try:
-                valid.append((index, self.to_input(raw)))
+                valid.append((index, self.to_input(raw, received_at)))
             except EventInvalid as exc:
                 results[index] = {
                     "index": index,

@@ -227,7 +227,10 @@ def usage_record(
         for row in ordered:
             if (profile := profiles.get(firsts[row["idempotency_key"]].profile or "")) is not None:
                 row["profile_id"] = profile.pk
-        inserted_ids = _insert_events(ordered)
+        inserted_ids = _insert_events(
+            ordered,
+            shared={"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now},
+        )
         inserted = [r for r in ordered if r["id"] in inserted_ids]
         existing: dict[str, Recorded] = {}
         missing_keys = [r["idempotency_key"] for r in ordered if r["id"] not in inserted_ids]
@@ -290,13 +293,15 @@ def _new_ids(count: int) -> Iterator[uuid.UUID]:
     return (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, 16 * count, 16))
 
 
-def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
+def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> set[uuid.UUID]:
     """Insert the rows, skipping keys already recorded; return the ids inserted.
+    ``shared`` holds the columns (``_SHARED``) every row has the same value in.
 
     On PostgreSQL one ``INSERT ... SELECT FROM unnest(<one array per column>)
     ON CONFLICT DO NOTHING RETURNING id`` does it in a single round trip without
     building a model statement per row (the ORM's bulk_create spent half of a
-    1,000-event batch there). Rows go in the given (key) order."""
+    1,000-event batch there); the shared columns go once, not as arrays. Rows
+    go in the given (key) order."""
     if not rows:
         return set()
     if connection.vendor != "postgresql":
@@ -312,11 +317,12 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
     # Each column goes as one array literal in PostgreSQL's text form, built
     # here a column at a time: adapting 32,000 values one by one cost more
     # than the INSERT itself.
-    params = [
+    params = [shared[c] for c in _SHARED] + [
         pg_array([orjson.dumps(row[c]).decode() for row in rows])
-        if isinstance(f, models.JSONField)
+        if c in _JSON_COLUMNS
         else pg_array([row[c] for row in rows])
-        for f, c in zip(_FIELDS, _COLUMNS, strict=True)
+        for c in _COLUMNS
+        if c not in _SHARED
     ]
     # Server-side binding: the arrays travel as parameters, and the statement,
     # the same text whatever the batch size, is prepared once per connection.
@@ -324,6 +330,8 @@ def _insert_events(rows: list[dict[str, object]]) -> set[uuid.UUID]:
 
 
 _JSON_COLUMNS = {f.attname for f in _FIELDS if isinstance(f, models.JSONField)}
+# Columns a request's rows all share (see usage_record), in table order.
+_SHARED = [c for c in _COLUMNS if c in {"organization_id", "api_key_id", "received_at"}]
 
 
 @functools.cache
@@ -334,8 +342,15 @@ def _insert_values_sql(count: int) -> str:
 
 @functools.cache
 def _insert_sql() -> str:
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _FIELDS)
-    return _insert_from(f"SELECT * FROM unnest({arrays})")  # noqa: S608 - our types
+    varying = [f for f in _FIELDS if f.attname not in _SHARED]
+    # The shared values first: their placeholders come first in the text.
+    select = ", ".join(
+        f"%s::{f.db_type(connection)}" if f.attname in _SHARED else f"u.c{varying.index(f)}"
+        for f in _FIELDS
+    )
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in varying)
+    names = ", ".join(f"c{i}" for i in range(len(varying)))
+    return _insert_from(f"SELECT {select} FROM unnest({arrays}) AS u({names})")  # noqa: S608
 
 
 def _insert_from(source: str) -> str:
@@ -397,21 +412,28 @@ def _after_commit_checks(
 class _StatesFor:
     """The budgets an event counts against, in the period it fell in (or, for a
     replay, the current one). Events with the same dimensions falling in the
-    same periods share the answer, so it is worked out once for each."""
+    same periods share the answer, so it is worked out once for each (and
+    events at the same moment, as a batch's events sent without a time are,
+    find it by that moment)."""
 
     def __init__(self, states: list[BudgetState]) -> None:
         self._states = states
         self._spans = [(s.period.start, s.period.end) for s in states]
         self._memo: dict[tuple, list[BudgetState]] = {}
+        self._at_memo: dict[tuple, list[BudgetState]] = {}
 
     def __call__(self, row: Mapping[str, Any]) -> list[BudgetState]:
         if not self._states:
             return []
+        dims = _dims_key(row)
         at = row["occurred_at"]
-        key = (*_dims_key(row), tuple(start <= at < end for start, end in self._spans))
-        found = self._memo.get(key)
+        found = self._at_memo.get((dims, at))
         if found is None:
-            found = self._memo[key] = self._choose(key[:5], key[5])
+            key = (*dims, tuple(start <= at < end for start, end in self._spans))
+            found = self._memo.get(key)
+            if found is None:
+                found = self._memo[key] = self._choose(key[:5], key[5])
+            self._at_memo[dims, at] = found
         return list(found)
 
     def _choose(self, dims: tuple, contains: tuple[bool, ...]) -> list[BudgetState]:

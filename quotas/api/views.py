@@ -6,7 +6,7 @@ import logging
 import math
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -18,9 +18,9 @@ from rest_framework.response import Response
 
 from costs.api.schemas import (
     EventInvalid,
+    Identifier,
     LongName,
     Name,
-    Text,
     parse_money,
     validate_with_usage,
 )
@@ -48,7 +48,7 @@ MAX_TTL = 24 * 3600
 class QuotaCheckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    profile: Identifier | None = None
     provider: Name
     model: LongName
     operation: Name = "default"

@@ -521,8 +521,9 @@ def test_batch_replayed_whole_answers_200_for_every_event(api):
     assert UsageEvent.objects.count() == 5
 
 
-def test_batch_events_get_distinct_random_version_4_ids(api):
+def test_batch_events_get_distinct_random_version_4_ids(api, tenant_a):
     events = [event(f"id-{i}", usage={"input_tokens": i + 1}) for i in range(300)]
+    before = datetime.now(UTC)
     results = post(api, {"events": events}, BATCH_URL).json()["results"]
 
     ids = [uuid.UUID(r["id"]) for r in results]
@@ -532,6 +533,15 @@ def test_batch_events_get_distinct_random_version_4_ids(api):
     # Random, not counted up from one draw: no shared 8-byte prefix.
     assert len({i.bytes[:8] for i in ids}) == 300
     assert set(UsageEvent.objects.values_list("id", flat=True)) == set(ids)
+    # What every row of a request shares: its tenant, its key, its arrival.
+    shared = set(UsageEvent.objects.values_list("organization_id", "api_key_id", "received_at"))
+    assert len(shared) == 1
+    ((org_id, key_id, received_at),) = shared
+    assert (org_id, key_id) == (tenant_a.org.pk, tenant_a.key.pk)
+    assert before <= received_at <= datetime.now(UTC)
+    # Sent without a time, they all happened when the batch arrived.
+    (occurred_at,) = set(UsageEvent.objects.values_list("occurred_at", flat=True))
+    assert before <= occurred_at <= received_at
 
 
 def test_batch_with_one_bad_event_records_exactly_the_good_ones(api):
