@@ -10,6 +10,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from pydantic import ValidationError
 from rest_framework import serializers
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -24,6 +25,7 @@ from costs.api.schemas import (
 from costs.services import EventInput, EventResult, usage_record
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
+from profiles.api.renderers import FastJSONRenderer
 from quotas.selectors import budget_status
 
 UsageRecordOut = inline_serializer(
@@ -67,6 +69,8 @@ def event_body(
 
 class _UsageIngestBase(TenantApiView):
     scopes = {"*": "ingest"}
+    # A batch answers with a result per event: orjson writes it (same bytes).
+    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
 
     def to_input(self, raw: Any, received_at: datetime) -> EventInput:
         event, meters = parse_event(raw)

@@ -1,10 +1,14 @@
-"""JSON responses encoded by orjson.
+"""JSON answers encoded by orjson, for the ingestion endpoints.
 
 A 1,000-event batch answers with 1,000 results: the standard library's encoder
 spent longer writing that answer than PostgreSQL spent storing the events.
-The bytes are DRF's JSONRenderer's (compact, UTF-8, U+2028/U+2029 escaped);
-whatever orjson has no form of its own for, or writes differently (dates and
-times, Decimals, lazy strings), goes through DRF's own encoder.
+orjson writes the plain JSON types (dict, list, tuple, str, int, bool, None,
+UUID) exactly as DRF's JSONRenderer does (compact, UTF-8, U+2028/U+2029
+escaped). Anything else in the data (subclasses such as OrderedDict or
+ErrorDetail, dates, Decimals) hands the whole answer to DRF's renderer, as do
+indented output and values past orjson's limits. Floats are the one plain type
+whose spelling can differ (``1e-05`` vs ``1e-5``): the ingestion answers carry
+none (money, counts and percentages are strings and integers).
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ from typing import Any
 
 import orjson
 from rest_framework.renderers import JSONRenderer
-from rest_framework.utils.encoders import JSONEncoder
 
-_DRF = JSONEncoder()
-_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+_PLAIN_ONLY = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is DRF's to encode")
 
 
 class FastJSONRenderer(JSONRenderer):
@@ -34,8 +44,8 @@ class FastJSONRenderer(JSONRenderer):
         if data is None or not plain:
             return super().render(data, accepted_media_type, renderer_context)
         try:
-            out = orjson.dumps(data, default=_DRF.default, option=_OPTIONS)
-        except TypeError:  # past orjson's limits (64-bit integers, nesting depth)
+            out = orjson.dumps(data, default=_not_plain, option=_PLAIN_ONLY)
+        except TypeError:  # not plain data, or past orjson's limits
             return super().render(data, accepted_media_type, renderer_context)
         if b"\xe2\x80\xa8" in out or b"\xe2\x80\xa9" in out:
             out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")

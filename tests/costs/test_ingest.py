@@ -11,12 +11,16 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from django.db.models import Count, Q, Sum
 
 from costs.models import AIModel, DailyUsage, Price, UsageEvent
 from costs.pricing.engine import METERS
+from profiles.api.renderers import _PLAIN_ONLY, _not_plain
 from profiles.models import Profile
+from quotas.models import Budget
+from quotas.services import budget_create
 from tests.factories import make_key
 
 USAGE_URL = "/api/v1/usage"
@@ -542,6 +546,20 @@ def test_batch_events_get_distinct_random_version_4_ids(api, tenant_a):
     # Sent without a time, they all happened when the batch arrived.
     (occurred_at,) = set(UsageEvent.objects.values_list("occurred_at", flat=True))
     assert before <= occurred_at <= received_at
+
+
+def test_batch_answers_are_plain_json_that_orjson_writes_itself(api, tenant_a):
+    # Anything not plain would hand the answer back to DRF's slower encoder.
+    budget_create(
+        org=tenant_a.org, name="Spend", metric=Budget.Metric.COST, period=Budget.Period.MONTHLY,
+        limit=Decimal("100"), thresholds=[50, 80],
+    )  # fmt: skip
+    events = [event("plain-0"), event("plain-1", usage={"input_tokens": -1}), event("plain-0")]
+    response = post(api, {"events": events}, BATCH_URL)
+
+    assert [r["status"] for r in response.json()["results"]] == [201, 400, 200]
+    assert response.json()["results"][0]["budgets"][0]["name"] == "Spend"
+    assert orjson.dumps(response.data, default=_not_plain, option=_PLAIN_ONLY) == response.content
 
 
 def test_batch_with_one_bad_event_records_exactly_the_good_ones(api):
