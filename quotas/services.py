@@ -750,37 +750,99 @@ def _periods_at(keys: Sequence[PeriodKey]) -> dict[tuple[str, datetime], BudgetP
 
 
 def _apply_all(changes: Sequence[tuple[BudgetPeriod, Decimal, Decimal]]) -> None:
-    """PostgreSQL: ``_apply`` for many periods in one statement. The rows are
-    locked first, in (budget, start) order, the one lock order of every counter
-    writer; the aggregate over the locked rows finishes before any row is
-    updated."""
+    """PostgreSQL: ``_apply`` for many periods in one statement (``_apply_ctes``)."""
     changes = [c for c in changes if c[1] or c[2]]
     if not changes:
         return
-    rows = fetch(
-        f"""
-        WITH req AS (
+    sql = f"WITH {_apply_ctes()} SELECT * FROM applied"  # noqa: S608 - our own SQL
+    _refresh(changes, fetch(sql, _apply_params(changes)))
+
+
+@functools.cache
+def _apply_ctes(gate: str = "") -> str:
+    """The counter changes as CTEs (``req``, ``locked``, ``applied``, which
+    returns each changed row's id, spent and reserved) for one statement. The
+    rows are locked first, in (budget, start) order, the one lock order of
+    every counter writer; the aggregate over the locked rows finishes before
+    any row is updated. With ``gate`` (SQL), nothing changes unless it holds."""
+    where = f"WHERE {gate}" if gate else ""
+    return f"""
+        req AS (
             SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[]) AS r(id, add, rel)
+            {where}
         ), locked AS (
             SELECT p.id FROM {_TABLE} p WHERE p.id IN (SELECT id FROM req)
             ORDER BY p.budget_id, p.start FOR UPDATE
-        )
-        UPDATE {_TABLE} p SET spent = p.spent + r.add, reserved = GREATEST(p.reserved - r.rel, 0)
-        FROM req r, (SELECT count(*) AS n FROM locked) l
-        WHERE p.id = r.id
-        RETURNING p.id, p.spent, p.reserved
-        """,  # noqa: S608 - our own table
-        [
-            pg_array([p.pk for p, _, _ in changes]),
-            pg_array([a for _, a, _ in changes]),
-            pg_array([r for _, _, r in changes]),
-        ],
-    )
+        ), applied AS (
+            UPDATE {_TABLE} p SET spent = p.spent + r.add, reserved = GREATEST(p.reserved - r.rel, 0)
+            FROM req r, (SELECT count(*) AS n FROM locked) l
+            WHERE p.id = r.id
+            RETURNING p.id, p.spent, p.reserved
+        )"""  # noqa: S608 - our own table
+
+
+def _apply_params(changes: Sequence[tuple[BudgetPeriod, Decimal, Decimal]]) -> list[object]:
+    return [
+        pg_array([p.pk for p, _, _ in changes]),
+        pg_array([a for _, a, _ in changes]),
+        pg_array([r for _, _, r in changes]),
+    ]
+
+
+def _refresh(
+    changes: Sequence[tuple[BudgetPeriod, Decimal, Decimal]], rows: Iterable[Sequence[object]]
+) -> None:
+    """Put the (id, spent, reserved) rows ``applied`` returned on the periods."""
     fresh = {pid: (spent, reserved) for pid, spent, reserved in rows}
     for period, _, _ in changes:
         # A period deleted with its budget since it was read is simply gone.
         if period.pk in fresh:
-            period.spent, period.reserved = fresh[period.pk]
+            period.spent, period.reserved = fresh[period.pk]  # type: ignore[assignment]
+
+
+@dataclass
+class InlineCharge:
+    """A charge plan's counter changes, as CTEs of the caller's own statement
+    (see ``budget_charge_inline``)."""
+
+    ctes: str  # empty when no counter changes
+    params: list[object]
+    _plan: ChargePlan
+    _touched: list[BudgetPeriod]
+    _changes: list[tuple[BudgetPeriod, Decimal, Decimal]]
+
+    def states(self, rows: Iterable[Sequence[object]]) -> list[BudgetState]:
+        """The touched budgets' states, given the rows ``applied`` returned."""
+        _refresh(self._changes, rows)
+        by_id = self._plan.budgets
+        return [
+            BudgetState(by_id[str(p.budget_id)], p)
+            for p in self._touched
+            if str(p.budget_id) in by_id
+        ]
+
+
+def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
+    """``budget_charge_apply`` as part of the caller's statement, so that the
+    ledger can record an event and charge its budgets in one statement (which,
+    run in autocommit, commits on its own: no row lock is held across a round
+    trip). ``gate`` (SQL) says whether to charge at all. The counters change
+    after whatever the statement locks before these CTEs run, as in the
+    ingestion transaction: ledger, rollups, counters.
+
+    PostgreSQL only, and only for plans that add to periods already open and
+    settle no reservation: None otherwise, and budget_charge_apply does it."""
+    if connection.vendor != "postgresql" or plan.settle_ids:
+        return None
+    keys = sorted(plan.increments, key=lambda k: (k[0], k[1]))
+    if any((k[0], k[1]) not in plan.current for k in keys):
+        return None
+    touched = [plan.current[(k[0], k[1])] for k in keys]
+    changes = [(p, plan.increments[k], Decimal(0)) for p, k in zip(touched, keys, strict=True)]
+    changes = [c for c in changes if c[1]]
+    if not changes:
+        return InlineCharge("", [], plan, touched, [])
+    return InlineCharge(_apply_ctes(gate), _apply_params(changes), plan, touched, changes)
 
 
 def _returning(sql: str, params: list[object], period_id: int) -> tuple[Decimal, Decimal] | None:

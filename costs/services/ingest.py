@@ -6,7 +6,8 @@ Guarantees:
   also when both arrive at the same moment (the unique index decides, and the
   loser reads the winner's committed row);
 - the event rows, their rollups and the budget charges commit together or not
-  at all;
+  at all (a batch in one transaction; a single event, the common call, in one
+  statement, see ``_record_one``);
 - usage is never refused for being over budget, nor for having no price (it is
   recorded unpriced at cost 0, to be repriced later).
 """
@@ -33,7 +34,7 @@ from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
-from costs.services.rollups import RollupRow, rollup_add_rows
+from costs.services.rollups import RollupRow, rollup_add_one_sql, rollup_add_rows
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import profiles_named
 from quotas.services import (
@@ -41,6 +42,7 @@ from quotas.services import (
     Charge,
     Dimensions,
     budget_charge_apply,
+    budget_charge_inline,
     budget_charge_plan,
     budget_matches,
     budget_states_now,
@@ -222,39 +224,18 @@ def usage_record(
 
     # Sorted by key so two requests sharing keys lock index entries in one order.
     ordered = [candidates[k] for k in sorted(candidates)]
-    with transaction.atomic():
-        profiles = _profiles(org, {k: firsts[k].profile for k in candidates if firsts[k].profile})
-        for row in ordered:
-            if (profile := profiles.get(firsts[row["idempotency_key"]].profile or "")) is not None:
-                row["profile_id"] = profile.pk
-        inserted_ids = _insert_events(
-            ordered,
-            shared={"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now},
-        )
-        inserted = [r for r in ordered if r["id"] in inserted_ids]
-        existing: dict[str, Recorded] = {}
-        missing_keys = [r["idempotency_key"] for r in ordered if r["id"] not in inserted_ids]
-        if missing_keys or rejected:
-            existing = {
-                values["idempotency_key"]: Recorded(values)
-                for values in UsageEvent.objects.filter(
-                    organization=org, idempotency_key__in=[*missing_keys, *rejected]
-                ).values(*_COLUMNS)
-            }
-        states: list[BudgetState] = []
-        if inserted:
-            # Every read and sum first; then the two statements that lock shared
-            # rows (rollups, budget counters) back to back, just before COMMIT.
-            dims: dict[tuple, Dimensions] = {}
-            plan = budget_charge_plan(org=org, charges=[_charge(r, dims) for r in inserted])
-            rollups = [_rollup_row(r) for r in inserted]
-            rollup_add_rows(rows=rollups)
-            states = budget_charge_apply(plan)
-            _after_commit_checks(org, inserted, states)
-        if existing:
-            # Replays answer with the budgets they count against, as they stand now.
-            replayed = {Dimensions(*_dims_key(r.values)) for r in existing.values()}
-            states += budget_states_now(org, now, open_missing=False, matching=replayed)
+    shared = {"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now}
+    named = {k: firsts[k].profile for k in candidates if firsts[k].profile}
+    written = None
+    if len(ordered) == 1 and ordered[0]["reservation_id"] is None:
+        written = _record_one(org, ordered[0], named, shared)
+    if written is None:
+        with transaction.atomic():
+            profiles, inserted, states = _record(org, ordered, named, shared)
+            existing = _recorded_before(org, ordered, inserted, rejected, now, states)
+    else:
+        profiles, inserted, states = written
+        existing = _recorded_before(org, ordered, inserted, rejected, now, states)
 
     by_id = {p.pk: p for p in profiles.values()}
     recorded = {
@@ -283,6 +264,113 @@ def usage_record(
         first_seen.add(ev.idempotency_key)
         results.append(EventResult(status, row, budgets_of(row.values)))
     return results
+
+
+Written = tuple[dict[str, Profile], list[dict[str, object]], list[BudgetState]]
+
+
+def _recorded_before(
+    org: Organization,
+    rows: list[dict[str, object]],
+    inserted: list[dict[str, object]],
+    rejected: dict[str, dict[str, str]],
+    now: datetime,
+    states: list[BudgetState],
+) -> dict[str, Recorded]:
+    """The ledger rows already recorded under the keys that were not inserted
+    (replays, reuses, refused events sent before), by key; their budgets, as
+    they stand now, join ``states``."""
+    inserted_ids = {r["id"] for r in inserted}
+    missing_keys = [r["idempotency_key"] for r in rows if r["id"] not in inserted_ids]
+    if not missing_keys and not rejected:
+        return {}
+    existing = {
+        values["idempotency_key"]: Recorded(values)
+        for values in UsageEvent.objects.filter(
+            organization=org, idempotency_key__in=[*missing_keys, *rejected]
+        ).values(*_COLUMNS)
+    }
+    if existing:
+        replayed = {Dimensions(*_dims_key(r.values)) for r in existing.values()}
+        states += budget_states_now(org, now, open_missing=False, matching=replayed)
+    return existing
+
+
+def _with_profiles(
+    org: Organization, rows: list[dict[str, object]], named: dict[str, str]
+) -> dict[str, Profile]:
+    profiles = _profiles(org, named)
+    for row in rows:
+        if (profile := profiles.get(named.get(row["idempotency_key"], ""))) is not None:
+            row["profile_id"] = profile.pk
+    return profiles
+
+
+def _record(
+    org: Organization,
+    rows: list[dict[str, object]],
+    named: dict[str, str],
+    shared: dict[str, object],
+) -> Written:
+    """In the caller's transaction: the rows not recorded yet, their rollups and
+    their budget charges. (profiles, rows inserted, budget states)."""
+    profiles = _with_profiles(org, rows, named)
+    inserted_ids = _insert_events(rows, shared=shared)
+    inserted = [r for r in rows if r["id"] in inserted_ids]
+    states: list[BudgetState] = []
+    if inserted:
+        # Every read and sum first; then the two statements that lock shared
+        # rows (rollups, budget counters) back to back, just before COMMIT.
+        dims: dict[tuple, Dimensions] = {}
+        plan = budget_charge_plan(org=org, charges=[_charge(r, dims) for r in inserted])
+        rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
+        states = budget_charge_apply(plan)
+        _after_commit_checks(org, inserted, states)
+    return profiles, inserted, states
+
+
+def _record_one(
+    org: Organization, row: dict[str, object], named: dict[str, str], shared: dict[str, object]
+) -> Written | None:
+    """One event on PostgreSQL: its ledger row, its rollup and its budget
+    counters in a single statement, each written only if the ledger row is
+    new. The statement is atomic by itself and, in autocommit (outside a
+    caller's transaction), commits on its own, so it holds its row locks (ledger key, rollup row, counters, in
+    the ingestion transaction's order) for no round trip at all, and the call
+    takes four fewer round trips than the transaction (BEGIN, rollup, counters,
+    COMMIT).
+
+    Reads come first and commit on their own: a profile named for the first
+    time is created even if the row turns out to be a replay racing its
+    original (a profile with no usage). None, with nothing written, when the
+    charge needs the transaction (a period to open); an event settling a
+    reservation never comes here."""
+    if connection.vendor != "postgresql":
+        return None
+    profiles = _with_profiles(org, [row], named)
+    plan = budget_charge_plan(org=org, charges=[_charge(row, {})])
+    charge = budget_charge_inline(plan, gate="EXISTS (SELECT 1 FROM roll)")
+    if charge is None:
+        return None
+    ledger = _insert_values_sql(1)
+    rollup, rollup_params = rollup_add_one_sql(_rollup_row(row), source="ins")
+    params = [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS]
+    params += rollup_params
+    if charge.ctes:
+        sql = (
+            f"WITH ins AS ({ledger}), roll AS ({rollup}), {charge.ctes} "  # noqa: S608 - ours
+            "SELECT (SELECT id FROM ins), a.id, a.spent, a.reserved "
+            "FROM (SELECT 1) AS one LEFT JOIN applied a ON true"
+        )
+        params += charge.params
+    else:
+        sql = f"WITH ins AS ({ledger}), roll AS ({rollup}) SELECT id FROM ins"  # noqa: S608
+    rows = fetch(sql, params)
+    if not rows or rows[0][0] is None:  # recorded already: a replay, or a reuse
+        return profiles, [], []
+    states = charge.states(r[1:] for r in rows if len(r) > 1 and r[1] is not None)
+    _after_commit_checks(org, [row], states)
+    return profiles, [row], states
 
 
 def _new_ids(count: int) -> Iterator[uuid.UUID]:

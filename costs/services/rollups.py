@@ -1,4 +1,5 @@
-"""The daily rollup, kept current by additive upserts in the ingestion transaction."""
+"""The daily rollup, kept current by additive upserts in the ingestion's own
+transaction (or, for a single event, its one statement)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,7 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
     written in key order, so concurrent ingests never deadlock on rollup rows."""
     totals: dict[RollupKey, list[Decimal | int]] = {}
     for key, priced, meters, cost, revenue in rows:
-        sums: list[Decimal | int] = [0] * len(SUM_COLUMNS)
-        sums[0] = 1
-        sums[1] = 0 if priced else 1
-        for at, quantity in zip(_METER_AT, meters, strict=True):
-            sums[at] = quantity
-        sums[-2] = cost
-        sums[-1] = revenue or 0
+        sums = _sums(priced, meters, cost, revenue)
         acc = totals.get(key)
         totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
     if not totals:
@@ -71,6 +66,41 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
         # takes with less work than unpacking one-element arrays.
         for start in range(0, len(part), 500):
             _upsert(part[start : start + 500], with_profile, sign)
+
+
+def _sums(
+    priced: bool, meters: Sequence[int | Decimal], cost: Decimal, revenue: Decimal | None
+) -> list[Decimal | int]:
+    """One event's contribution to its rollup row, in SUM_COLUMNS order."""
+    sums: list[Decimal | int] = [0] * len(SUM_COLUMNS)
+    sums[0] = 1
+    sums[1] = 0 if priced else 1
+    for at, quantity in zip(_METER_AT, meters, strict=True):
+        sums[at] = quantity
+    sums[-2] = cost
+    sums[-1] = revenue or 0
+    return sums
+
+
+def rollup_add_one_sql(row: RollupRow, *, source: str) -> tuple[str, list[object]]:
+    """PostgreSQL: ``rollup_add_rows`` for one event, as the body of a CTE in the
+    caller's statement: the upsert runs once for each row the CTE ``source``
+    yields (so, given the ledger INSERT's RETURNING, only if the event was
+    recorded), and returns a row when it wrote. (SQL, parameters)."""
+    key, priced, meters, cost, revenue = row
+    with_profile = key[2] is not None
+    values = [*(key if with_profile else key[:2] + key[3:]), *_sums(priced, meters, cost, revenue)]
+    return _upsert_from_sql(with_profile, source), values
+
+
+@functools.cache
+def _upsert_from_sql(with_profile: bool, source: str) -> str:
+    cols = _keys(with_profile) + SUM_COLUMNS
+    casts = ", ".join(f"%s::{DailyUsage._meta.get_field(c).db_type(connection)}" for c in cols)
+    return (
+        f"INSERT INTO {DailyUsage._meta.db_table} ({', '.join(cols)}) "  # noqa: S608 - our names
+        f"SELECT {casts} FROM {source}{_conflict(with_profile)} RETURNING 1"
+    )
 
 
 def _keys(with_profile: bool) -> list[str]:

@@ -13,13 +13,15 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from django.db import connection
 from django.db.models import Count, Q, Sum
+from django.test.utils import CaptureQueriesContext
 
 from costs.models import AIModel, DailyUsage, Price, UsageEvent
 from costs.pricing.engine import METERS
 from profiles.api.renderers import _PLAIN_ONLY, _not_plain
 from profiles.models import Profile
-from quotas.models import Budget
+from quotas.models import Budget, BudgetPeriod
 from quotas.services import budget_create
 from tests.factories import make_key
 
@@ -560,6 +562,80 @@ def test_batch_answers_are_plain_json_that_orjson_writes_itself(api, tenant_a):
     assert [r["status"] for r in response.json()["results"]] == [201, 400, 200]
     assert response.json()["results"][0]["budgets"][0]["name"] == "Spend"
     assert orjson.dumps(response.data, default=_not_plain, option=_PLAIN_ONLY) == response.content
+
+
+def _spend_budgets(org) -> tuple[Budget, Budget]:
+    cost = budget_create(
+        org=org, name="Spend", metric="cost", period="monthly", limit=Decimal("100")
+    )
+    calls = budget_create(
+        org=org, name="Calls", metric="requests", period="daily", action="warn",
+        limit=Decimal("1000"),
+    )  # fmt: skip
+    return cost, calls
+
+
+def _spent(budget: Budget) -> Decimal:
+    return BudgetPeriod.objects.get(budget=budget, start__lte=datetime.now(UTC),
+                                    end__gt=datetime.now(UTC)).spent  # fmt: skip
+
+
+def test_one_event_its_rollup_and_its_budgets_are_written_by_one_statement(api, tenant_a):
+    cost, calls = _spend_budgets(tenant_a.org)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = post(api, event("one", profile="alice-app-user"))
+
+    assert response.status_code == 201
+    writes = [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "WITH", "SAVEPOINT"))
+        and "last_used_at" not in q["sql"]  # the key's first-use stamp
+    ]
+    assert len(writes) == 1, writes
+    # 1,500 x $2.50/M + 2,000 x $10/M = 0.00375 + 0.02 = 0.02375
+    assert _spent(cost) == Decimal("0.02375")
+    assert _spent(calls) == 1
+    rollup = DailyUsage.objects.get(organization=tenant_a.org)
+    assert (rollup.events, rollup.cost, rollup.profile_id) == (
+        1, Decimal("0.02375"), tenant_a.profile.pk
+    )  # fmt: skip
+    body = response.json()
+    assert {b["name"]: b["spent"] for b in body["budgets"]} == {
+        "Spend": "0.023750000000",
+        "Calls": "1",
+    }
+
+
+def test_a_replayed_single_event_writes_nothing_and_shows_the_budgets_once_charged(api, tenant_a):
+    cost, calls = _spend_budgets(tenant_a.org)
+    first = post(api, event("again"))
+    second = post(api, event("again"))
+    conflict = post(api, event("again", usage={"input_tokens": 1}))
+
+    assert (first.status_code, second.status_code, conflict.status_code) == (201, 200, 409)
+    assert second.json()["id"] == first.json()["id"]
+    assert _spent(cost) == Decimal("0.02375")
+    assert _spent(calls) == 1
+    assert DailyUsage.objects.get(organization=tenant_a.org).events == 1
+    assert {b["name"]: b["spent"] for b in second.json()["budgets"]} == {
+        "Spend": "0.023750000000",
+        "Calls": "1",
+    }
+
+
+def test_a_single_event_in_a_period_not_open_yet_is_charged_there_once(api, tenant_a):
+    cost, _ = _spend_budgets(tenant_a.org)
+    last_month = (datetime.now(UTC).replace(day=1) - timedelta(days=3)).replace(hour=12)
+
+    response = post(api, event("late", occurred_at=last_month.isoformat()))
+
+    assert response.status_code == 201
+    period = BudgetPeriod.objects.get(budget=cost, start__lte=last_month, end__gt=last_month)
+    assert period.spent == Decimal("0.02375")
+    assert _spent(cost) == 0
+    assert DailyUsage.objects.get(organization=tenant_a.org).events == 1
 
 
 def test_batch_with_one_bad_event_records_exactly_the_good_ones(api):

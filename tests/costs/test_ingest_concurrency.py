@@ -18,6 +18,10 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 
 from costs.models import DailyUsage, UsageEvent
+from profiles.models import Profile
+from quotas.models import BudgetPeriod
+from quotas.services import budget_create
+from quotas.spend import spend_between
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,3 +280,70 @@ def test_same_key_with_the_same_body_racing_gives_one_201_and_one_200(catalog, t
     assert total["events"] == 20
     assert total["cost"] == 20 * Decimal("0.02375")
     assert_rollups_equal_ledger(tenant_a.org)
+
+
+def test_singles_and_batches_racing_on_shared_budgets_charge_every_event_once(catalog, tenant_a):
+    """Single events (one statement: ledger, rollup, counters) and batches (a
+    transaction) on the same rollup rows and budget counters, with replays:
+    no deadlock, every event once in the ledger, rollups and counters."""
+    org = tenant_a.org
+    budgets = [
+        budget_create(org=org, name="Spend", metric="cost", period="monthly",
+                      limit=Decimal(10**6)),
+        budget_create(org=org, name="Calls", metric="requests", period="daily", action="warn",
+                      limit=Decimal(10**6)),
+        budget_create(org=org, name="Mini tokens", metric="total_tokens", period="weekly",
+                      model="gpt-4o-mini", limit=Decimal(10**9)),
+        budget_create(org=org, name="user-1 spend", metric="cost", period="monthly",
+                      profile=Profile.objects.create(organization=org, external_id="user-1"),
+                      limit=Decimal(10**6)),
+    ]  # fmt: skip
+
+    def body(i: int) -> dict:
+        # No occurred_at: every event falls in the budgets' current periods.
+        return {
+            "idempotency_key": f"mix-{i:03d}",
+            "profile": f"user-{i % 3}",
+            "provider": "openai",
+            "model": ("gpt-4o", "gpt-4o-mini")[i % 2],
+            "operation": "chat",
+            "usage": {"input_tokens": 100 + i, "output_tokens": 10 + i % 7},
+        }
+
+    rng = random.Random(7)
+    work: list[tuple[list[int], bool]] = []
+    for start in range(0, 300, 30):  # each event twice: once alone, once in a batch of 30
+        work.append((list(range(start, start + 30)), True))
+        work.extend(([i], False) for i in range(start, start + 30))
+    rng.shuffle(work)
+    items: queue.Queue = queue.Queue()
+    for item in work:
+        items.put(item)
+    statuses: list[int] = []
+
+    def worker(_: int) -> None:
+        client = tenant_a.client()
+        while True:
+            try:
+                indexes, as_batch = items.get_nowait()
+            except queue.Empty:
+                return
+            if as_batch:
+                response = post(client, {"events": [body(i) for i in indexes]}, BATCH_URL)
+                assert response.status_code == 200, response.content[:300]
+                statuses.extend(r["status"] for r in response.json()["results"])
+            else:
+                response = post(client, body(indexes[0]))
+                statuses.append(response.status_code)
+
+    assert run_in_threads(THREADS, worker) == []
+
+    assert Counter(statuses) == {201: 300, 200: 300}
+    assert UsageEvent.objects.filter(organization=org).count() == 300
+    assert_rollups_equal_ledger(org)
+    for budget in budgets:
+        period = BudgetPeriod.objects.get(budget=budget)
+        assert period.spent == spend_between(budget, period.start, period.end), budget.name
+        assert period.reserved == 0
+    calls = BudgetPeriod.objects.get(budget=budgets[1])
+    assert calls.spent == 300
