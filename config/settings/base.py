@@ -87,7 +87,9 @@ def database(default_url: str | None = None) -> dict[str, object]:
     # use, instead of failing the next request of every web process.
     db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
     options = db.setdefault("OPTIONS", {})
-    if db["ENGINE"] == "django.db.backends.postgresql" and DB_PREPARE_HOT_QUERIES:
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        db["ENGINE"] = "config.postgresql"  # the same backend, a health check without SELECT 1
+    if db["ENGINE"] == "config.postgresql" and DB_PREPARE_HOT_QUERIES:
         # psycopg prepares nothing while its threshold is None (Django's
         # default); a threshold never reached leaves every other query unprepared.
         options.setdefault("prepare_threshold", 2**31 - 1)

@@ -55,7 +55,7 @@ BENCH_MODELS = {
 # -- the dedicated database -------------------------------------------------------------
 
 _db = settings.DATABASES["default"]
-if _db["ENGINE"] != "django.db.backends.postgresql":
+if _db["ENGINE"] != "config.postgresql":
     raise pytest.UsageError("The benchmarks need PostgreSQL: set DATABASE_URL=postgres://...")
 BASE_NAME = _db["NAME"]
 BENCH_NAME = os.environ.get("BENCH_DATABASE_NAME") or f"{BASE_NAME}_bench"
