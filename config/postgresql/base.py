@@ -2,36 +2,61 @@
 
 With CONN_HEALTH_CHECKS, Django checks a reused connection at the start of
 every request with ``SELECT 1``: a round trip per request, a tenth of a
-pre-flight check's work. A connection the server has closed (a restart, an
-idle timeout, a terminated backend) has something to read on its socket: the
-server's goodbye, or end of file. So the socket is polled without waiting,
-and only a connection with something unread gets the ``SELECT 1``; an idle,
-healthy one is used as it is. A connection cut without a word from the server
-(a network partition) fails its first query instead, as it would have failed
-``SELECT 1``; Django then drops it at the end of that request.
+pre-flight check's work. Under load a connection is reused within moments of
+its last request, and one the server has closed since (a restart, a
+terminated backend) has something to read on its socket: the server's
+goodbye, or end of file. So a connection that sat idle less than
+``QUIET_SECONDS`` before this request, in a clean state and with nothing
+unread, is used as it is; any other gets ``SELECT 1`` as before. What that skips is a peer gone
+without a word in the last moment (a failover moving an address, a lost NAT
+entry): the request's first query fails instead of the check, and Django
+drops the connection at the end of that request.
 """
 
 from __future__ import annotations
 
 import select
+import time
 
 from django.db.backends.postgresql import base
 from psycopg.pq import TransactionStatus
 
-# Where SELECT 1 could not succeed: a failed transaction block, a broken link.
-_UNUSABLE = {TransactionStatus.INERROR, TransactionStatus.UNKNOWN}
+# Longer idle than this, and the check asks the server as Django's does.
+QUIET_SECONDS = 1.0
+# Where SELECT 1 could not succeed: a command in progress, a failed
+# transaction block, a broken link.
+_UNUSABLE = {TransactionStatus.ACTIVE, TransactionStatus.INERROR, TransactionStatus.UNKNOWN}
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    _last_cycle_at: float | None = None
+    _idle_for: float | None = None  # unknown outside Django's request cycle: ask
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Django calls this as each request (or Celery task) starts and ends,
+        # so at a start, the time since the last call is how long it sat idle.
+        super().close_if_unusable_or_obsolete()
+        now = time.monotonic()
+        if self._last_cycle_at is not None:
+            self._idle_for = now - self._last_cycle_at
+        self._last_cycle_at = now
+
     def is_usable(self) -> bool:
         if self.connection is None or self.connection.closed:
             return False
         if self.connection.info.transaction_status in _UNUSABLE:
             return False
-        try:
-            unread, _, _ = select.select([self.connection.fileno()], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        if not unread:
+        quiet = self._idle_for is not None and self._idle_for < QUIET_SECONDS
+        if quiet and not self._unread():
             return True
         return super().is_usable()
+
+    def _unread(self) -> bool:
+        """Has the server sent anything since the last result was read? poll,
+        not select: select cannot watch a descriptor past 1023."""
+        poller = select.poll()
+        try:
+            poller.register(self.connection.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True  # let SELECT 1 decide
