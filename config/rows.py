@@ -132,12 +132,18 @@ def db_value(model: type[models.Model], field: str, value: Any) -> Any:
     return model._meta.get_field(field).get_db_prep_value(value, connection)
 
 
+IN_LIST_MAX = 8
+
+
 def in_list(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     """SQL for ``column`` equal to one of ``values`` (not empty), and its
-    parameters. PostgreSQL gets one array parameter (``= ANY(%s)``): the text,
-    and so the prepared statement, stays the same whatever the count, and the
-    driver converts one parameter instead of one per value. SQLite gets an IN list."""
-    if connection.vendor == "postgresql":
+    parameters. Up to IN_LIST_MAX values, an IN list: a parameter per value, the
+    cheapest to send (a one-element array costs the driver more than the value).
+    More go to PostgreSQL as one array parameter (``= ANY(%s)``): the text, and
+    so the prepared statement, stays the same whatever the count, and the driver
+    converts one parameter instead of one per value (its parsed-statement cache
+    stops at 50 parameters). SQLite always gets an IN list."""
+    if len(values) > IN_LIST_MAX and connection.vendor == "postgresql":
         return f"{column} = ANY(%s)", [list(values)]
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 

@@ -15,11 +15,11 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.rows import RowReader, fetch
+from config.rows import IN_LIST_MAX, RowReader, fetch, in_list
 from costs.models import Price
 from costs.selectors.catalog import model_resolve, price_book
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import _key_by_prefix, profile_get_or_create
+from profiles.services import _key_by_prefix, profile_get_or_create, profiles_named
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.selectors import overview_budget_states
 from quotas.services import (
@@ -276,6 +276,24 @@ def test_opening_a_period_is_bounded_by_the_lock_timeout_which_is_then_put_back(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("count", [1, IN_LIST_MAX, IN_LIST_MAX + 1, 60])
+def test_profiles_named_finds_exactly_the_named_ones_whatever_their_number(tenant_a, count):
+    org = tenant_a.org
+    Profile.objects.bulk_create(
+        [Profile(organization=org, external_id=f"p-{i}") for i in range(count + 5)]
+    )
+    names = [f"p-{i}" for i in range(count)] + ["nobody"]
+
+    found = profiles_named(org=org, names=names)
+
+    assert set(found) == {f"p-{i}" for i in range(count)}
+    assert all(p.organization_id == org.pk for p in found.values())
+    sql, params = in_list("x", names)
+    # A few values as a list of parameters; more as one array, one statement text.
+    assert ("ANY" in sql) == (len(names) > IN_LIST_MAX)
+    assert len(params) == (1 if len(names) > IN_LIST_MAX else len(names))
+
+
 def test_fetch_runs_like_a_django_cursor(tenant_a):
     seen = []
 
