@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -374,11 +375,23 @@ def _record_one(
 
 
 def _new_ids(count: int) -> Iterator[uuid.UUID]:
-    """``count`` random ids as ``uuid4()`` makes them, from one read of the
-    system's randomness: ``uuid4()`` reads it once per id, a system call each,
-    which cost a batch more than pricing its events."""
-    pool = os.urandom(16 * count)
-    return (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, 16 * count, 16))
+    """``count`` new ledger ids: UUIDs of version 7 (RFC 9562), the
+    millisecond first, then a sequence number within the request, then 62
+    random bits, from one read of the system's randomness (``uuid4()`` reads
+    it once per id, a system call each, which cost a batch more than pricing
+    its events). Time-ordered ids land at the right edge of the primary-key
+    index instead of at random leaves: a ledger of millions of rows inserts
+    without reading cold index pages, and ties in ``occurred_at`` list in the
+    order the events arrived."""
+    ms = time.time_ns() // 1_000_000 & _MS_MASK
+    pool = os.urandom(8 * count)
+    for i in range(count):
+        rand_b = int.from_bytes(pool[8 * i : 8 * i + 8], "big") & _RAND_B_MASK
+        yield uuid.UUID(int=ms << 80 | 0x7 << 76 | (i & 0xFFF) << 64 | 0b10 << 62 | rand_b)
+
+
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> set[uuid.UUID]:

@@ -527,17 +527,24 @@ def test_batch_replayed_whole_answers_200_for_every_event(api):
     assert UsageEvent.objects.count() == 5
 
 
-def test_batch_events_get_distinct_random_version_4_ids(api, tenant_a):
-    events = [event(f"id-{i}", usage={"input_tokens": i + 1}) for i in range(300)]
+def test_batch_events_get_distinct_time_ordered_version_7_ids(api, tenant_a):
+    events = [event(f"id-{i:03d}", usage={"input_tokens": i + 1}) for i in range(300)]
     before = datetime.now(UTC)
     results = post(api, {"events": events}, BATCH_URL).json()["results"]
+    after = datetime.now(UTC)
 
     ids = [uuid.UUID(r["id"]) for r in results]
     assert len(set(ids)) == 300
-    assert {i.version for i in ids} == {4}
+    assert {i.version for i in ids} == {7}
     assert {i.variant for i in ids} == {uuid.RFC_4122}
-    # Random, not counted up from one draw: no shared 8-byte prefix.
-    assert len({i.bytes[:8] for i in ids}) == 300
+    # The first 48 bits are the Unix time in milliseconds of the request.
+    stamps = {datetime.fromtimestamp((i.int >> 80) / 1000, UTC) for i in ids}
+    assert len(stamps) == 1
+    (stamp,) = stamps
+    assert before - timedelta(milliseconds=1) <= stamp <= after
+    # In the order the events were sent, each with 62 random bits of its own.
+    assert ids == sorted(ids)
+    assert len({i.int & ((1 << 62) - 1) for i in ids}) == 300
     assert set(UsageEvent.objects.values_list("id", flat=True)) == set(ids)
     # What every row of a request shares: its tenant, its key, its arrival.
     shared = set(UsageEvent.objects.values_list("organization_id", "api_key_id", "received_at"))
