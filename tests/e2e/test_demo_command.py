@@ -15,7 +15,8 @@ from rest_framework.test import APIClient
 from costs.models import UsageEvent
 from profiles.models import Organization, Profile
 from profiles.services import api_key_create
-from quotas.models import Budget
+from quotas.models import Alert, Budget
+from quotas.selectors import budget_states
 
 pytestmark = pytest.mark.django_db
 
@@ -108,3 +109,27 @@ def test_demo_dashboard_shows_usage_on_each_day(demo):
     assert Decimal(body["totals"]["cost"]) == sum((c for c, _ in ledger.values()), Decimal(0))
     assert len(body["by_provider"]) >= 4
     assert body["budgets"]
+
+
+def test_demo_budgets_stand_past_their_first_thresholds_and_calls_still_pass(demo):
+    states = {s.budget.name: s for s in budget_states(org=demo, budgets=list(
+        Budget.objects.filter(organization=demo)))}  # fmt: skip
+    spend = states["Monthly AI spend"]
+    share = spend.period.spent / spend.budget.limit
+    assert Decimal("0.84") <= share <= Decimal("0.85"), share
+    for state in states.values():
+        assert state.period.spent < state.budget.limit, state.budget.name
+    # Its first thresholds crossed, the alerts are there to see.
+    assert Alert.objects.filter(organization=demo, budget=spend.budget).count() == 2
+
+    issued = api_key_create(org=demo, name="demo app", scopes="check")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    resp = client.post(
+        "/api/v1/quota/check",
+        {"provider": "openai", "model": "gpt-4o-mini", "estimate": {"input_tokens": 500},
+         "reserve": True},
+        format="json",
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["allowed"] is True

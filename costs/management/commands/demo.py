@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -15,8 +15,10 @@ from costs.models import AIModel, UsageEvent
 from costs.services import EventInput, catalog_sync, usage_record
 from profiles.models import Organization
 from profiles.services import organization_create, profile_get_or_create
+from quotas.alerts import thresholds_evaluate
 from quotas.models import Budget
-from quotas.services import budget_create
+from quotas.selectors import budget_states
+from quotas.services import budget_create, budget_update
 
 # (provider, model, operation, usage maker, weight)
 CALLS = [
@@ -97,7 +99,6 @@ class Command(BaseCommand):
         profiles = [f"user-{n:03d}" for n in range(1, 13)]
         for external_id in profiles:
             profile_get_or_create(org=org, external_id=external_id)
-        self._budgets(org)
         now = timezone.now()
         weights = [c[4] for c in CALLS]
         total = 0
@@ -132,56 +133,37 @@ class Command(BaseCommand):
             for start in range(0, len(events), 500):
                 usage_record(org=org, events=events[start : start + 500])
             total += len(events)
+        self._budgets(org)
         self.stdout.write(f"Recorded {total} events for {org.slug} over {opts['days']} days.")
 
     def _budgets(self, org: Organization) -> None:
+        """Budgets sized from the usage just recorded: the period so far sits
+        at a set share of each limit, so the dashboard opens with thresholds
+        crossed (and their alerts raised) while calls still pass, whatever
+        the day of the month."""
         if Budget.objects.filter(organization=org).exists():
             return
-        budget_create(
-            org=org,
-            name="Monthly AI spend",
-            metric="cost",
-            period="monthly",
-            limit=Decimal("150"),
-            thresholds=[50, 80, 100],
-            action="block",
-        )
-        budget_create(
-            org=org,
-            name="Daily spend",
-            metric="cost",
-            period="daily",
-            limit=Decimal("8"),
-            thresholds=[80, 100],
-            action="warn",
-        )
-        budget_create(
-            org=org,
-            name="Images per month",
-            metric="images",
-            period="monthly",
-            limit=Decimal("400"),
-            action="block",
-        )
-        budget_create(
-            org=org,
-            name="Messages per month",
-            metric="requests",
-            period="monthly",
-            limit=Decimal("6000"),
-            action="block",
-        )
         heavy = profile_get_or_create(org=org, external_id="user-001")
-        budget_create(
-            org=org,
-            name="user-001 monthly quota",
-            profile=heavy,
-            metric="cost",
-            period="monthly",
-            limit=Decimal("25"),
-            thresholds=[75, 100],
-            action="block",
-        )
+        specs: list[tuple[dict[str, Any], str]] = [
+            ({"name": "Monthly AI spend", "metric": "cost", "period": "monthly",
+              "thresholds": [50, 80, 100], "action": "block"}, "0.85"),
+            ({"name": "Daily spend", "metric": "cost", "period": "daily",
+              "thresholds": [80, 100], "action": "warn"}, "0.6"),
+            ({"name": "Images per month", "metric": "images", "period": "monthly",
+              "action": "block"}, "0.7"),
+            ({"name": "Messages per month", "metric": "requests", "period": "monthly",
+              "action": "block"}, "0.6"),
+            ({"name": "user-001 monthly quota", "profile": heavy, "metric": "cost",
+              "period": "monthly", "thresholds": [75, 100], "action": "block"}, "0.9"),
+        ]  # fmt: skip
+        for fields, share in specs:
+            budget = budget_create(org=org, limit=Decimal(1), **fields)  # opens from the ledger
+            (state,) = budget_states(org=org, budgets=[budget])
+            used = state.period.spent
+            quantum = Decimal("0.01") if budget.metric == "cost" else Decimal(1)
+            limit = (used / Decimal(share)).quantize(quantum, rounding=ROUND_UP)
+            budget_update(budget=budget, limit=max(limit, quantum))
+        thresholds_evaluate(org=org)
 
 
 def _normalize(raw: dict[str, Any]) -> dict[str, Any]:
