@@ -336,10 +336,10 @@ def _record_one(
     """One event on PostgreSQL: its ledger row, its rollup and its budget
     counters in a single statement, each written only if the ledger row is
     new. The statement is atomic by itself and, in autocommit (outside a
-    caller's transaction), commits on its own, so it holds its row locks (ledger key, rollup row, counters, in
-    the ingestion transaction's order) for no round trip at all, and the call
-    takes four fewer round trips than the transaction (BEGIN, rollup, counters,
-    COMMIT).
+    caller's transaction), commits on its own, so it holds its row locks
+    (ledger key, rollup row, counters, in the ingestion transaction's order)
+    for no round trip at all, and the call takes four fewer round trips than
+    the transaction (BEGIN, rollup, counters, COMMIT).
 
     Reads come first and commit on their own: a profile named for the first
     time is created even if the row turns out to be a replay racing its
@@ -355,8 +355,7 @@ def _record_one(
         return None
     ledger = _insert_values_sql(1)
     rollup, rollup_params = rollup_add_one_sql(_rollup_row(row), source="ins")
-    params = [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS]
-    params += rollup_params
+    params = _values_params([row]) + rollup_params
     if charge.ctes:
         sql = (
             f"WITH ins AS ({ledger}), roll AS ({rollup}), {charge.ctes} "  # noqa: S608 - ours
@@ -413,8 +412,7 @@ def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> 
         return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
     if len(rows) <= FEW_ROWS:
         # A few rows: plain VALUES (see FEW_ROWS).
-        params = [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for row in rows for c in _COLUMNS]
-        return {row[0] for row in fetch(_insert_values_sql(len(rows)), params)}
+        return {row[0] for row in fetch(_insert_values_sql(len(rows)), _values_params(rows))}
     # Each column goes as one array literal in PostgreSQL's text form, built
     # here a column at a time: adapting 32,000 values one by one cost more
     # than the INSERT itself.
@@ -433,6 +431,11 @@ def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> 
 _JSON_COLUMNS = {f.attname for f in _FIELDS if isinstance(f, models.JSONField)}
 # Columns a request's rows all share (see usage_record), in table order.
 _SHARED = [c for c in _COLUMNS if c in {"organization_id", "api_key_id", "received_at"}]
+
+
+def _values_params(rows: list[dict[str, object]]) -> list[object]:
+    """The parameters of ``_insert_values_sql(len(rows))``, row after row."""
+    return [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for row in rows for c in _COLUMNS]
 
 
 @functools.cache

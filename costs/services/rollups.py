@@ -89,22 +89,39 @@ def rollup_add_one_sql(row: RollupRow, *, source: str) -> tuple[str, list[object
     recorded), and returns a row when it wrote. (SQL, parameters)."""
     key, priced, meters, cost, revenue = row
     with_profile = key[2] is not None
-    values = [*(key if with_profile else key[:2] + key[3:]), *_sums(priced, meters, cost, revenue)]
+    values = [*_key_values(key, with_profile), *_sums(priced, meters, cost, revenue)]
     return _upsert_from_sql(with_profile, source), values
 
 
 @functools.cache
 def _upsert_from_sql(with_profile: bool, source: str) -> str:
-    cols = _keys(with_profile) + SUM_COLUMNS
-    casts = ", ".join(f"%s::{DailyUsage._meta.get_field(c).db_type(connection)}" for c in cols)
-    return (
-        f"INSERT INTO {DailyUsage._meta.db_table} ({', '.join(cols)}) "  # noqa: S608 - our names
-        f"SELECT {casts} FROM {source}{_conflict(with_profile)} RETURNING 1"
-    )
+    casts = ", ".join(f"%s::{t}" for t in _types(with_profile))
+    select = f"SELECT {casts} FROM {source}"  # noqa: S608 - our types, the caller's CTE name
+    return _upsert_from(with_profile, select) + " RETURNING 1"
 
 
 def _keys(with_profile: bool) -> list[str]:
     return KEY_COLUMNS if with_profile else [c for c in KEY_COLUMNS if c != "profile_id"]
+
+
+def _key_values(key: RollupKey, with_profile: bool) -> tuple:
+    """``key`` as ``_keys(with_profile)`` lists its columns."""
+    return key if with_profile else key[:2] + key[3:]
+
+
+def _types(with_profile: bool) -> list[str]:
+    """The database types of the upsert's columns (keys, then sums)."""
+    cols = _keys(with_profile) + SUM_COLUMNS
+    return [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
+
+
+def _upsert_from(with_profile: bool, source: str) -> str:
+    """The additive upsert of the rows ``source`` gives (keys, then sums)."""
+    cols = _keys(with_profile) + SUM_COLUMNS
+    return (
+        f"INSERT INTO {DailyUsage._meta.db_table} ({', '.join(cols)}) {source}"  # noqa: S608
+        + _conflict(with_profile)
+    )
 
 
 def _conflict(with_profile: bool) -> str:
@@ -119,7 +136,7 @@ def _conflict(with_profile: bool) -> str:
 def _upsert_arrays(part: list, with_profile: bool, sign: int) -> None:
     """PostgreSQL: every row of ``part`` in one statement, a column per array, so
     the statement's text is the same whatever the number of rows."""
-    keys = [k if with_profile else k[:2] + k[3:] for k, _ in part]
+    keys = [_key_values(k, with_profile) for k, _ in part]
     columns = [list(c) for c in zip(*keys, strict=True)]
     columns += [[sign * acc[i] for _, acc in part] for i in range(len(SUM_COLUMNS))]
     # Prepared: the same text for any number of rows.
@@ -128,31 +145,17 @@ def _upsert_arrays(part: list, with_profile: bool, sign: int) -> None:
 
 @functools.cache
 def _upsert_sql(with_profile: bool) -> str:
-    cols = _keys(with_profile) + SUM_COLUMNS
-    types = [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
-    return (
-        f"INSERT INTO {DailyUsage._meta.db_table} ({', '.join(cols)}) "  # noqa: S608 - our names
-        "SELECT * FROM unnest("
-        + ", ".join(f"%s::{t}[]" for t in types)
-        + ")"
-        + _conflict(with_profile)
-    )
+    arrays = ", ".join(f"%s::{t}[]" for t in _types(with_profile))
+    return _upsert_from(with_profile, f"SELECT * FROM unnest({arrays})")  # noqa: S608
 
 
 def _upsert(chunk: list, with_profile: bool, sign: int) -> None:
-    table = DailyUsage._meta.db_table
-    cols = _keys(with_profile) + SUM_COLUMNS
-    placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    placeholders = "(" + ", ".join(["%s"] * (len(_keys(with_profile)) + len(SUM_COLUMNS))) + ")"
     params: list[object] = []
     for key, acc in chunk:
-        params.extend(_db_value(v) for v in (key if with_profile else key[:2] + key[3:]))
+        params.extend(_db_value(v) for v in _key_values(key, with_profile))
         params.extend(sign * acc[i] for i in range(len(SUM_COLUMNS)))
-    sql = (
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES "  # noqa: S608 - names are ours
-        + ", ".join([placeholders] * len(chunk))
-        + _conflict(with_profile)
-    )
-    fetch(sql, params)
+    fetch(_upsert_from(with_profile, "VALUES " + ", ".join([placeholders] * len(chunk))), params)
 
 
 def _db_value(value: object) -> object:
