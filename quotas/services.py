@@ -693,18 +693,14 @@ def budget_charge_apply(plan: ChargePlan) -> list[BudgetState]:
         return []
     _, releases, _ = _claim_reservations(plan.org, plan.settle_ids, Reservation.Status.SETTLED)
     touched: dict[int, BudgetPeriod] = {}
-    keys = sorted(set(increments) | {k for k in releases}, key=lambda k: (k[0], k[1]))
+    keys = _in_lock_order(set(increments) | set(releases))
     # One read for every period already open; only missing ones are opened.
     existing = dict(plan.current)
     existing |= _periods_at([k for k in keys if (k[0], k[1]) not in existing])
     opened_all = all((k[0], k[1]) in existing for k in keys if k in increments)
     if opened_all and connection.vendor == "postgresql":
         # The common case, every period open: all counter changes in one statement.
-        changes = [
-            (existing[(k[0], k[1])], increments.get(k, Decimal(0)), releases.get(k, Decimal(0)))
-            for k in keys
-            if (k[0], k[1]) in existing
-        ]
+        changes = _counter_changes(keys, existing, increments, releases)
         _apply_all(changes)
         touched = {period.pk: period for period, _, _ in changes}
         keys = []
@@ -720,12 +716,34 @@ def budget_charge_apply(plan: ChargePlan) -> list[BudgetState]:
                 add = Decimal(0)  # the ledger sum it opened with includes these events
         _apply(period, spent=add, release=releases.get(key, Decimal(0)))
         touched[period.pk] = period
-    # A hold released on a budget deactivated since has no status to report.
+    return _touched_states(plan, touched.values())
+
+
+def _in_lock_order(keys: Iterable[PeriodKey]) -> list[PeriodKey]:
+    """Period keys in (budget, start) order, the one lock order of every counter writer."""
+    return sorted(keys, key=lambda k: (k[0], k[1]))
+
+
+def _counter_changes(
+    keys: Sequence[PeriodKey],
+    existing: Mapping[tuple[str, datetime], BudgetPeriod],
+    increments: Mapping[PeriodKey, Decimal],
+    releases: Mapping[PeriodKey, Decimal],
+) -> list[tuple[BudgetPeriod, Decimal, Decimal]]:
+    """(period, add to spent, release from reserved) for each key whose period
+    row exists, in the keys' order."""
     return [
-        BudgetState(by_id[str(p.budget_id)], p)
-        for p in touched.values()
-        if str(p.budget_id) in by_id
+        (existing[(k[0], k[1])], increments.get(k, Decimal(0)), releases.get(k, Decimal(0)))
+        for k in keys
+        if (k[0], k[1]) in existing
     ]
+
+
+def _touched_states(plan: ChargePlan, periods: Iterable[BudgetPeriod]) -> list[BudgetState]:
+    """The states of the budgets whose ``periods`` a charge touched. A hold
+    released on a budget deactivated since has no status to report."""
+    by_id = plan.budgets
+    return [BudgetState(by_id[str(p.budget_id)], p) for p in periods if str(p.budget_id) in by_id]
 
 
 def _periods_at(keys: Sequence[PeriodKey]) -> dict[tuple[str, datetime], BudgetPeriod]:
@@ -814,12 +832,7 @@ class InlineCharge:
     def states(self, rows: Iterable[Sequence[object]]) -> list[BudgetState]:
         """The touched budgets' states, given the rows ``applied`` returned."""
         _refresh(self._changes, rows)
-        by_id = self._plan.budgets
-        return [
-            BudgetState(by_id[str(p.budget_id)], p)
-            for p in self._touched
-            if str(p.budget_id) in by_id
-        ]
+        return _touched_states(self._plan, self._touched)
 
 
 def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
@@ -834,11 +847,11 @@ def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
     settle no reservation: None otherwise, and budget_charge_apply does it."""
     if connection.vendor != "postgresql" or plan.settle_ids:
         return None
-    keys = sorted(plan.increments, key=lambda k: (k[0], k[1]))
+    keys = _in_lock_order(plan.increments)
     if any((k[0], k[1]) not in plan.current for k in keys):
         return None
-    touched = [plan.current[(k[0], k[1])] for k in keys]
-    changes = [(p, plan.increments[k], Decimal(0)) for p, k in zip(touched, keys, strict=True)]
+    changes = _counter_changes(keys, plan.current, plan.increments, {})
+    touched = [p for p, _, _ in changes]
     changes = [c for c in changes if c[1]]
     if not changes:
         return InlineCharge("", [], plan, touched, [])
@@ -919,7 +932,7 @@ def _claim_reservations(
 def _release_holds(
     releases: Mapping[PeriodKey, Decimal], periods: Mapping[PeriodKey, BudgetPeriod]
 ) -> None:
-    for key in sorted(releases, key=lambda k: (k[0], k[1])):  # the one lock order
+    for key in _in_lock_order(releases):
         _apply(periods[key], spent=Decimal(0), release=releases[key])
 
 
