@@ -68,6 +68,25 @@ def run_in_threads(count: int, work) -> list[BaseException]:
     return errors
 
 
+def send_from_threads(tenant, work: list[tuple[list[int], bool]], send) -> list[BaseException]:
+    """``send(client, indexes, as_batch)`` for every item of ``work``, from
+    THREADS threads taking items as they free up, each with its own client."""
+    items: queue.Queue = queue.Queue()
+    for item in work:
+        items.put(item)
+
+    def worker(_: int) -> None:
+        client = tenant.client()
+        while True:
+            try:
+                indexes, as_batch = items.get_nowait()
+            except queue.Empty:
+                return
+            send(client, indexes, as_batch)
+
+    return run_in_threads(THREADS, worker)
+
+
 def make_event(i: int) -> dict:
     model = ("gpt-4o", "gpt-4o-mini", "not-in-catalog")[i % 3]
     body = {
@@ -158,20 +177,8 @@ def test_replaying_1000_events_concurrently_records_each_exactly_once(catalog, t
             position += 25
     rng.shuffle(work)
     assert sum(len(indexes) for indexes, _ in work) == 1500
-    items: queue.Queue = queue.Queue()
-    for item in work:
-        items.put(item)
 
-    def worker(_: int) -> None:
-        thread_client = tenant_a.client()
-        while True:
-            try:
-                indexes, as_batch = items.get_nowait()
-            except queue.Empty:
-                return
-            send(thread_client, indexes, as_batch)
-
-    errors = run_in_threads(THREADS, worker)
+    errors = send_from_threads(tenant_a, work, send)
     assert errors == []
 
     assert len(responses) == 2000
@@ -316,27 +323,18 @@ def test_singles_and_batches_racing_on_shared_budgets_charge_every_event_once(ca
         work.append((list(range(start, start + 30)), True))
         work.extend(([i], False) for i in range(start, start + 30))
     rng.shuffle(work)
-    items: queue.Queue = queue.Queue()
-    for item in work:
-        items.put(item)
     statuses: list[int] = []
 
-    def worker(_: int) -> None:
-        client = tenant_a.client()
-        while True:
-            try:
-                indexes, as_batch = items.get_nowait()
-            except queue.Empty:
-                return
-            if as_batch:
-                response = post(client, {"events": [body(i) for i in indexes]}, BATCH_URL)
-                assert response.status_code == 200, response.content[:300]
-                statuses.extend(r["status"] for r in response.json()["results"])
-            else:
-                response = post(client, body(indexes[0]))
-                statuses.append(response.status_code)
+    def send(client, indexes: list[int], as_batch: bool) -> None:
+        if as_batch:
+            response = post(client, {"events": [body(i) for i in indexes]}, BATCH_URL)
+            assert response.status_code == 200, response.content[:300]
+            statuses.extend(r["status"] for r in response.json()["results"])
+        else:
+            response = post(client, body(indexes[0]))
+            statuses.append(response.status_code)
 
-    assert run_in_threads(THREADS, worker) == []
+    assert send_from_threads(tenant_a, work, send) == []
 
     assert Counter(statuses) == {201: 300, 200: 300}
     assert UsageEvent.objects.filter(organization=org).count() == 300
