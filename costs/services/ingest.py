@@ -35,7 +35,12 @@ from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
-from costs.services.rollups import RollupRow, rollup_add_one_sql, rollup_add_rows
+from costs.services.rollups import (
+    LEDGER_RETURNING,
+    RollupRow,
+    rollup_add_inserted_sql,
+    rollup_add_rows,
+)
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import profiles_named
 from quotas.services import (
@@ -353,9 +358,9 @@ def _record_one(
     charge = budget_charge_inline(plan, gate="EXISTS (SELECT 1 FROM roll)")
     if charge is None:
         return None
-    ledger = _insert_values_sql(1)
-    rollup, rollup_params = rollup_add_one_sql(_rollup_row(row), source="ins")
-    params = _values_params([row]) + rollup_params
+    ledger = _insert_one_sql()
+    rollup = rollup_add_inserted_sql(with_profile=row["profile_id"] is not None, source="ins")
+    params = _values_params([row])
     if charge.ctes:
         sql = (
             f"WITH ins AS ({ledger}), roll AS ({rollup}), {charge.ctes} "  # noqa: S608 - ours
@@ -440,8 +445,17 @@ def _values_params(rows: list[dict[str, object]]) -> list[object]:
 
 @functools.cache
 def _insert_values_sql(count: int) -> str:
-    one = "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in _FIELDS) + ")"
-    return _insert_from(f"VALUES {', '.join([one] * count)}")
+    return _insert_from(f"VALUES {', '.join([_one_row()] * count)}")
+
+
+@functools.cache
+def _insert_one_sql() -> str:
+    """One row, returning what its rollup is made of (``_record_one``)."""
+    return _insert_from(f"VALUES {_one_row()}", returning=["id", *LEDGER_RETURNING])
+
+
+def _one_row() -> str:
+    return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in _FIELDS) + ")"
 
 
 @functools.cache
@@ -457,12 +471,12 @@ def _insert_sql() -> str:
     return _insert_from(f"SELECT {select} FROM unnest({arrays}) AS u({names})")  # noqa: S608
 
 
-def _insert_from(source: str) -> str:
+def _insert_from(source: str, returning: Sequence[str] = ("id",)) -> str:
     """The ledger INSERT of the rows ``source`` gives, skipping recorded keys."""
     columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
     return (
         f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) {source} "  # noqa: S608 - our names
-        "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING id"
+        f"ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING {', '.join(returning)}"
     )
 
 

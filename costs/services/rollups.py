@@ -82,22 +82,27 @@ def _sums(
     return sums
 
 
-def rollup_add_one_sql(row: RollupRow, *, source: str) -> tuple[str, list[object]]:
-    """PostgreSQL: ``rollup_add_rows`` for one event, as the body of a CTE in the
-    caller's statement: the upsert runs once for each row the CTE ``source``
-    yields (so, given the ledger INSERT's RETURNING, only if the event was
-    recorded), and returns a row when it wrote. (SQL, parameters)."""
-    key, priced, meters, cost, revenue = row
-    with_profile = key[2] is not None
-    values = [*_key_values(key, with_profile), *_sums(priced, meters, cost, revenue)]
-    return _upsert_from_sql(with_profile, source), values
-
-
 @functools.cache
-def _upsert_from_sql(with_profile: bool, source: str) -> str:
-    casts = ", ".join(f"%s::{t}" for t in _types(with_profile))
-    select = f"SELECT {casts} FROM {source}"  # noqa: S608 - our types, the caller's CTE name
+def rollup_add_inserted_sql(*, with_profile: bool, source: str) -> str:
+    """PostgreSQL: ``rollup_add_rows`` for the ledger rows the caller's CTE
+    ``source`` returns (``LEDGER_RETURNING``), as the body of another CTE of the
+    same statement: each row's rollup is read off the row as recorded, so it
+    takes no parameters and runs only for rows actually inserted. Returns a row
+    when it wrote. ``with_profile`` says which rollup key the rows have (it
+    picks the unique index to upsert on); the source gives at most one row."""
+    sums = {c: f"s.{c}" for c in SUM_COLUMNS}
+    sums |= {
+        "events": "1",
+        "unpriced_events": "CASE WHEN s.priced THEN 0 ELSE 1 END",
+        "revenue": "coalesce(s.revenue, 0)",
+    }
+    exprs = [f"s.{c}" for c in _keys(with_profile)] + [sums[c] for c in SUM_COLUMNS]
+    select = f"SELECT {', '.join(exprs)} FROM {source} s"  # noqa: S608 - our names
     return _upsert_from(with_profile, select) + " RETURNING 1"
+
+
+# The ledger columns ``rollup_add_inserted_sql`` reads off its source.
+LEDGER_RETURNING = [*KEY_COLUMNS, "priced", *METERS, "cost", "revenue"]
 
 
 def _keys(with_profile: bool) -> list[str]:

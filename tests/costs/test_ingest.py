@@ -16,6 +16,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.test.utils import CaptureQueriesContext
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 
 from costs.models import AIModel, DailyUsage, Price, UsageEvent
 from costs.pricing.engine import METERS
@@ -601,6 +602,9 @@ def test_one_event_its_rollup_and_its_budgets_are_written_by_one_statement(api, 
         and "last_used_at" not in q["sql"]  # the key's first-use stamp
     ]
     assert len(writes) == 1, writes
+    # Within the driver's parsed-statement cache, or it is parsed on every call.
+    assert len(writes[0].encode()) <= MAX_CACHED_STATEMENT_LENGTH
+    assert writes[0].count("%s") <= MAX_CACHED_STATEMENT_PARAMS
     # 1,500 x $2.50/M + 2,000 x $10/M = 0.00375 + 0.02 = 0.02375
     assert _spent(cost) == Decimal("0.02375")
     assert _spent(calls) == 1
@@ -684,15 +688,7 @@ def test_batch_event_that_is_not_an_object_gets_its_own_400(api):
 
 
 ROLLUP_KEYS = ("day", "profile_id", "provider", "model", "operation")
-ROLLUP_SUMS = (
-    "cost",
-    "revenue",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "characters",
-    "audio_seconds",
-)
+ROLLUP_SUMS = ("cost", "revenue", *METERS)
 
 
 def ledger_grouped(org) -> dict[tuple, dict]:
@@ -784,6 +780,26 @@ def test_daily_rollups_equal_the_ledger_grouped_the_same_way(catalog, tenant_a, 
         (b, event("m1", profile="p1", occurred_at="2026-11-20T14:59:59Z")),  # Tokyo 23:59:59
         (b, event("m2", profile="p1", occurred_at="2026-11-20T15:00:00Z")),  # Tokyo next day
         (b, event("m3", occurred_at="2026-11-20T16:00:00Z")),
+        (
+            b,
+            event(
+                "m4",
+                model="tts-1",
+                operation="tts",
+                usage={"characters": 1234, "requests": 2},
+                occurred_at="2026-11-20T09:00:00Z",
+            ),
+        ),
+        (
+            b,
+            event(
+                "m5",
+                model="dall-e-3",
+                operation="image",
+                usage={"images": 3},
+                occurred_at="2026-11-20T09:00:00Z",
+            ),
+        ),
     ]
     for client, body in mix:
         assert post(client, body).status_code == 201
