@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -127,3 +128,55 @@ def test_a_connection_the_server_closed_is_not_usable_and_is_replaced(other):
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
     assert other.connection.info.backend_pid != pid
+
+
+# -- timestamps ------------------------------------------------------------------------
+
+TIMESTAMPS = [
+    "2026-11-22 12:34:56.789012+00",
+    "1999-12-31 23:59:59+05:30",
+    "2024-02-29 00:00:00-08",
+    "1970-01-01 00:00:00+00",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "2026-03-29 01:30:00 Europe/Paris",
+]
+
+
+def _load_all(cursor) -> list:
+    sql = "SELECT " + ", ".join(["%s::timestamptz"] * len(TIMESTAMPS))
+    cursor.execute(sql, TIMESTAMPS)
+    return list(cursor.fetchone())
+
+
+def test_timestamps_load_as_djangos_loader_loads_them(other):
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from psycopg.pq import Format
+
+    from config.postgresql.base import _TIMESTAMPTZ, UtcTimestamptzLoader
+
+    with other.cursor() as cursor:
+        # Every cursor of the connection uses the fast loader: Django saw no
+        # need to register one of its own.
+        assert cursor.cursor.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT) is UtcTimestamptzLoader
+        fast = _load_all(cursor)
+    with other.cursor() as cursor:
+        register_tzloader(UTC, cursor.cursor)  # Django's own, for this cursor
+        assert cursor.cursor.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT) is not (
+            UtcTimestamptzLoader
+        )
+        django = _load_all(cursor)
+
+    assert fast == django
+    assert [d.tzinfo for d in fast] == [UTC] * len(TIMESTAMPS)
+    assert fast[0] == datetime(2026, 11, 22, 12, 34, 56, 789012, tzinfo=UTC)
+    assert fast[1] == datetime(1999, 12, 31, 18, 29, 59, tzinfo=UTC)
+    assert fast[6] == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # 01:30 CET
+
+
+def test_a_timestamp_past_pythons_range_fails_as_with_djangos_loader(other):
+    from django.db import DataError
+
+    with other.cursor() as cursor, pytest.raises(DataError):
+        cursor.execute("SELECT 'infinity'::timestamptz")
+        cursor.fetchone()

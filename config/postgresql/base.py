@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend (psycopg 3), with a cheaper health check.
+"""Django's PostgreSQL backend (psycopg 3), with a cheaper health check and a
+cheaper timestamp loader.
 
 With CONN_HEALTH_CHECKS, Django checks a reused connection at the start of
 every request with ``SELECT 1``: a round trip per request, a tenth of a
@@ -11,15 +12,28 @@ unread, is used as it is; any other gets ``SELECT 1`` as before. What that skips
 without a word in the last moment (a failover moving an address, a lost NAT
 entry): the request's first query fails instead of the check, and Django
 drops the connection at the end of that request.
+
+Django reads every ``timestamptz`` with a loader that subclasses psycopg's
+pure-Python one (the C one cannot be subclassed) to relabel its time zone:
+about 6 us a value, and an API request reads dozens (key, organization,
+budgets, periods). With the connection's time zone UTC, which is Django's own
+choice here, psycopg's C loader gives the same aware datetime, in UTC, for
+about 1 us: ``UtcTimestamptzLoader`` hands the values to it.
 """
 
 from __future__ import annotations
 
+import functools
 import select
 import time
+from datetime import UTC, datetime
 
+import psycopg
+from django.conf import settings
 from django.db.backends.postgresql import base
-from psycopg.pq import TransactionStatus
+from psycopg.abc import AdaptContext
+from psycopg.adapt import AdaptersMap, Loader
+from psycopg.pq import Format, TransactionStatus
 
 # Longer idle than this, and the check asks the server as Django's does.
 QUIET_SECONDS = 1.0
@@ -28,9 +42,46 @@ QUIET_SECONDS = 1.0
 _UNUSABLE = {TransactionStatus.ACTIVE, TransactionStatus.INERROR, TransactionStatus.UNKNOWN}
 
 
+_TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
+# psycopg's own timestamptz loader: its C implementation where it has one.
+_FAST_TIMESTAMPTZ = psycopg.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT)
+
+
+class UtcTimestamptzLoader(Loader):
+    """A ``timestamptz`` as an aware datetime, parsed by psycopg's fastest
+    loader: in the connection's time zone (UTC, see ``_with_fast_timestamps``).
+    ``timezone`` is what Django's create_cursor compares with its own, to tell
+    whether a cursor needs a loader of its own."""
+
+    timezone = UTC
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._load = _FAST_TIMESTAMPTZ(oid, context).load
+
+    def load(self, data: bytes) -> datetime:
+        return self._load(data)
+
+
+@functools.cache
+def _with_fast_timestamps(template: AdaptersMap) -> AdaptersMap:
+    """Django's adapters (one map per settings, shared by its connections), with
+    ``UtcTimestamptzLoader`` for ``timestamptz``."""
+    adapters = AdaptersMap(template)
+    adapters.register_loader("timestamptz", UtcTimestamptzLoader)
+    return adapters
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     _last_cycle_at: float | None = None
     _idle_for: float | None = None  # unknown outside Django's request cycle: ask
+
+    def get_connection_params(self) -> dict:
+        params = super().get_connection_params()
+        # Only where Django's loader would give UTC datetimes from a UTC session.
+        if settings.USE_TZ and self.timezone_name == "UTC" and self.timezone == UTC:
+            params["context"] = _with_fast_timestamps(params["context"])
+        return params
 
     def close_if_unusable_or_obsolete(self) -> None:
         # Django calls this as each request (or Celery task) starts and ends,
