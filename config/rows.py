@@ -9,12 +9,16 @@ connection, inside Django's own cursor wrappers); ``RowReader`` turns rows back
 into model instances with the per-field converters the ORM applies, so values
 come out identical on PostgreSQL and SQLite (UUIDs, Decimals, JSON, aware
 datetimes); ``pg_array`` sends a column of values as one array parameter.
+A ``Read`` is a selector's SELECT with what to make of its rows, so that a
+caller can send the independent reads a request needs in one statement
+(``read_together``) instead of one round trip each.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -22,6 +26,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from psycopg.pq import ExecStatus
 
 M = TypeVar("M", bound=models.Model)
+T = TypeVar("T")
 TUPLES_OK = ExecStatus.TUPLES_OK
 
 
@@ -104,6 +109,54 @@ def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         # The result's status, not cursor.description (which builds column objects).
         result = raw.pgresult
         return cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """A SELECT of ``width`` columns and what to make of its rows (``load``,
+    which must not rely on the rows' order). No SQL: nothing to ask."""
+
+    sql: str
+    params: Sequence[Any]
+    width: int
+    load: Callable[[list[tuple[Any, ...]]], T]
+
+    @staticmethod
+    def nothing(result: T) -> Read[T]:
+        return Read("", [], 0, lambda rows: result)
+
+
+def read(one: Read[T]) -> T:
+    return one.load(fetch(one.sql, one.params) if one.sql else [])
+
+
+def read_together(*reads: Read[Any]) -> list[Any]:
+    """What each of ``reads`` loads, from one statement on PostgreSQL: each
+    read becomes a subquery with a marker column, and the subqueries are
+    stacked by full joins on false, so each row carries one read's columns
+    (its marker true) and NULLs for the others'. One round trip and one
+    execution instead of one per read; the joins compare every row with every
+    other, which is nothing for the few rows of a request's reads."""
+    asked = [i for i, r in enumerate(reads) if r.sql]
+    if connection.vendor != "postgresql" or len(asked) < 2:
+        return [read(r) for r in reads]
+    joined = " FULL JOIN ".join(
+        f"(SELECT true AS _{i}, q.* FROM ({reads[i].sql}) q) s{i}"  # noqa: S608 - selectors' SQL
+        + (" ON false" if n else "")
+        for n, i in enumerate(asked)
+    )
+    starts = {}
+    at = 0
+    for i in asked:
+        starts[i] = at
+        at += 1 + reads[i].width
+    rows: list[list[tuple[Any, ...]]] = [[] for _ in reads]
+    for row in fetch(f"SELECT * FROM {joined}", [p for i in asked for p in reads[i].params]):  # noqa: S608
+        for i, start in starts.items():
+            if row[start]:
+                rows[i].append(row[start + 1 : start + 1 + reads[i].width])
+                break
+    return [r.load(found) for r, found in zip(reads, rows, strict=True)]
 
 
 @functools.cache

@@ -33,8 +33,8 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import RowReader, db_value, fetch, in_list, pg_array
-from profiles.models import Organization
+from config.rows import Read, RowReader, db_value, fetch, in_list, pg_array, read
+from profiles.models import Organization, Profile
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
 from quotas.spend import spend_between
@@ -253,6 +253,21 @@ def budget_states_now(
     so it skips the ORM's statement building (the dearest part of a check), and
     with ``matching`` it reads the budgets that apply, however many the
     organization has."""
+    return read(budget_states_read(org, at, open_missing=open_missing, matching=matching))
+
+
+def budget_states_read(
+    org: Organization,
+    at: datetime,
+    *,
+    open_missing: bool = True,
+    matching: Iterable[Dimensions] | None = None,
+    profile_names: Sequence[str] = (),
+) -> Read[list[BudgetState]]:
+    """``budget_states_now`` as a ``Read``, to send with a request's other
+    reads. ``profile_names`` stands for profiles not looked up yet (read with
+    it): budgets of the profiles so named match too, as if their ids were in
+    ``matching``."""
     bounds, params = _current_starts(org, at)
     params.append(db_value(Budget, "organization", org.pk))
     filters = ""
@@ -271,8 +286,19 @@ def budget_states_now(
                 )
                 filters += f" OR {some}"
                 params += values
+            if column == "profile_id" and profile_names:
+                named, names = in_list("n.external_id", sorted(set(profile_names)))
+                filters += (
+                    f" OR b.profile_id IN (SELECT n.id FROM {Profile._meta.db_table} n "  # noqa: S608
+                    f"WHERE n.organization_id = %s AND {named})"
+                )
+                params += [db_value(Profile, "organization", org.pk), *names]
             filters += ")"
-    return _states_from_rows(org, fetch(_states_sql(filters), params), bounds, open_missing)
+
+    def load(rows: list[tuple]) -> list[BudgetState]:
+        return _states_from_rows(org, rows, bounds, open_missing)
+
+    return Read(_states_sql(filters), params, _BUDGETS.width + _PERIODS.width, load)
 
 
 def _states_from_rows(
@@ -348,19 +374,22 @@ def quota_check(
     reserve: bool = False,
     ttl_seconds: int = 300,
     now: datetime | None = None,
+    states: list[BudgetState] | None = None,
 ) -> CheckResult:
     """Would ``amounts`` pass every applicable block budget? With ``reserve``,
-    take the hold on all of them atomically or on none.
+    take the hold on all of them atomically or on none. ``states``: the
+    budgets matching ``dims`` as ``budget_states_read`` read them at ``now``
+    with ``open_missing=False``, if the caller read them with its own reads.
 
     Raises LimiterUnavailable when the database cannot answer."""
     now = now or timezone.now()
     try:
-        if not reserve:
-            # A read: no transaction, no period opened (an untouched period is empty).
+        if states is None:
+            # No period opened by the read (an untouched period is empty).
             states = _matching_states(org, dims, now, open_missing=False)
+        if not reserve:
             denied = [s for s in states if _would_exceed(s, amounts)]
             return CheckResult(allowed=not denied, states=states, denied=denied)
-        states = _matching_states(org, dims, now, open_missing=False)
         if any(s.period.pk is None for s in states):
             with _limiter_lock_timeout():  # the first reservation of a period opens it
                 states = _matching_states(org, dims, now, open_missing=True)
@@ -646,14 +675,20 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
     return budget_charge_apply(budget_charge_plan(org=org, charges=charges))
 
 
-def budget_charge_plan(*, org: Organization, charges: Sequence[Charge]) -> ChargePlan:
+def budget_charge_plan(
+    *, org: Organization, charges: Sequence[Charge], states: list[BudgetState] | None = None
+) -> ChargePlan:
     """The first half of ``budget_charge``: read the budgets with their current
     periods (one query: nearly every charge falls in the current period) and
     sum the increments. A caller that takes other row locks in the same
-    transaction plans before taking them, so those locks wait less."""
-    current = budget_states_now(
-        org, timezone.now(), open_missing=False, matching={c.dims for c in charges}
-    )
+    transaction plans before taking them, so those locks wait less.
+    ``states``: that read, done by the caller with its own reads (every budget
+    that may match the charges, read just now with ``open_missing=False``)."""
+    current = states
+    if current is None:
+        current = budget_states_now(
+            org, timezone.now(), open_missing=False, matching={c.dims for c in charges}
+        )
     increments: dict[PeriodKey, Decimal] = defaultdict(Decimal)
     tz = org.tz
     bounds: dict[tuple[str, date], tuple[datetime, datetime]] = {}  # periods start on local days

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from config.rows import RowReader, db_value, fetch, in_list
+from config.rows import Read, RowReader, db_value, in_list, read
 from costs.models import AIModel, Price
 from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import Organization
@@ -180,15 +180,23 @@ _PRICES = RowReader(Price)
 def price_book(*, org: Organization, model_ids: Iterable[int]) -> PriceBook:
     """One query: all global and ``org``'s prices of these models. Hand-written
     SQL: it runs on every check and every ingestion."""
+    return read(price_book_read(org=org, model_ids=model_ids))
+
+
+def price_book_read(*, org: Organization, model_ids: Iterable[int]) -> Read[PriceBook]:
+    """``price_book`` as a ``Read``, to send with a request's other reads."""
     ids = sorted(set(model_ids))
     if not ids:
-        return PriceBook([])
+        return Read.nothing(PriceBook([]))
     models, params = in_list("p.model_id", ids)
     sql = (
         f"SELECT {_PRICES.columns('p')} FROM {Price._meta.db_table} p "  # noqa: S608 - our names
         f"WHERE {models} AND (p.organization_id IS NULL OR p.organization_id = %s)"
     )
-    rows = fetch(sql, [*params, db_value(Price, "organization", org.pk)])
+    return Read(sql, [*params, db_value(Price, "organization", org.pk)], _PRICES.width, _book)
+
+
+def _book(rows: list[tuple]) -> PriceBook:
     prices = [_PRICES.read(row) for row in rows]
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices

@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from costs.models import AIModel, Price
 from costs.pricing.engine import price_usage
-from costs.selectors.catalog import model_resolve, price_book, rates_of
+from costs.selectors.catalog import PriceBook, model_resolve, price_book, rates_of
 from profiles.models import Organization
 
 
@@ -25,14 +25,24 @@ class Estimate:
 
 
 def cost_estimate(
-    *, org: Organization, provider: str, model: str, usage: dict[str, int | Decimal], at: datetime
+    *,
+    org: Organization,
+    provider: str,
+    model: str,
+    usage: dict[str, int | Decimal],
+    at: datetime,
+    book: PriceBook | None = None,
 ) -> Estimate:
     """The cost of ``usage`` on ``provider``/``model`` at ``at`` for ``org`` (its own
-    price if it has one). ``priced`` is False, cost 0, when the catalog has no price."""
+    price if it has one). ``priced`` is False, cost 0, when the catalog has no price.
+    ``book``: the model's prices, if the caller read them with its own reads
+    (``price_book_read``)."""
     resolved = model_resolve(provider=provider, model=model)
     if resolved is None:
         return Estimate(priced=False, cost=Decimal(0), model=model)
-    price = price_book(org=org, model_ids=[resolved.id]).at(resolved.id, at)
+    if book is None:
+        book = price_book(org=org, model_ids=[resolved.id])
+    price = book.at(resolved.id, at)
     if price is None:
         return Estimate(priced=False, cost=Decimal(0), model=resolved.slug)
     result = price_usage(price.rates, usage)

@@ -30,11 +30,17 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import FEW_ROWS, fetch, pg_array
+from config.rows import FEW_ROWS, fetch, pg_array, read_together
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
+from costs.selectors.catalog import (
+    PriceBook,
+    ResolvedModel,
+    model_resolve,
+    price_book,
+    price_book_read,
+)
 from costs.services.rollups import (
     LEDGER_RETURNING,
     RollupRow,
@@ -42,7 +48,7 @@ from costs.services.rollups import (
     rollup_add_rows,
 )
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profiles_named
+from profiles.services import profiles_named, profiles_named_read
 from quotas.services import (
     BudgetState,
     Charge,
@@ -52,6 +58,7 @@ from quotas.services import (
     budget_charge_plan,
     budget_matches,
     budget_states_now,
+    budget_states_read,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,14 +145,18 @@ def _price_event(
     return shown, resolved.id if resolved else None, None, Decimal(0), {}, False
 
 
-def _profiles(org: Organization, named: dict[str, str]) -> dict[str, Profile]:
-    """Profiles by external id for ``named`` (idempotency key -> profile name).
-    Profiles are created only for keys not recorded yet, so a replay or a
-    refused conflicting reuse never leaves a new profile behind."""
+def _profiles(
+    org: Organization, named: dict[str, str], found: dict[str, Profile] | None = None
+) -> dict[str, Profile]:
+    """Profiles by external id for ``named`` (idempotency key -> profile name),
+    given those ``found`` already if the caller read them. Profiles are created
+    only for keys not recorded yet, so a replay or a refused conflicting reuse
+    never leaves a new profile behind."""
     names = set(named.values())
     if not names:
         return {}
-    found = profiles_named(org=org, names=names)
+    if found is None:
+        found = profiles_named(org=org, names=names)
     missing = names - found.keys()
     if missing:
         taken = set(
@@ -181,7 +192,15 @@ def usage_record(
     for e in events:
         if (e.provider, e.model) not in resolved:
             resolved[e.provider, e.model] = model_resolve(provider=e.provider, model=e.model)
-    book = price_book(org=org, model_ids={r.id for r in resolved.values() if r is not None})
+    model_ids = {r.id for r in resolved.values() if r is not None}
+    ahead: Ahead | None = None
+    if len(events) == 1 and events[0].reservation_id is None and connection.vendor == "postgresql":
+        # One event (the one-statement path): its prices, profile and budgets
+        # in one round trip.
+        ahead = _read_ahead(org, events[0], resolved, model_ids, api_key_id, now)
+        book = ahead.book
+    else:
+        book = price_book(org=org, model_ids=model_ids)
 
     # The first event of a key in the request is the candidate; later ones are
     # judged against whatever ends up recorded for that key.
@@ -233,8 +252,8 @@ def usage_record(
     shared = {"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now}
     named = {k: firsts[k].profile for k in candidates if firsts[k].profile}
     written = None
-    if len(ordered) == 1 and ordered[0]["reservation_id"] is None:
-        written = _record_one(org, ordered[0], named, shared)
+    if ahead is not None and len(ordered) == 1:
+        written = _record_one(org, ordered[0], named, shared, ahead)
     if written is None:
         with transaction.atomic():
             profiles, inserted, states = _record(org, ordered, named, shared)
@@ -303,9 +322,12 @@ def _recorded_before(
 
 
 def _with_profiles(
-    org: Organization, rows: list[dict[str, object]], named: dict[str, str]
+    org: Organization,
+    rows: list[dict[str, object]],
+    named: dict[str, str],
+    found: dict[str, Profile] | None = None,
 ) -> dict[str, Profile]:
-    profiles = _profiles(org, named)
+    profiles = _profiles(org, named, found)
     for row in rows:
         if (profile := profiles.get(named.get(row["idempotency_key"], ""))) is not None:
             row["profile_id"] = profile.pk
@@ -335,8 +357,48 @@ def _record(
     return profiles, inserted, states
 
 
+@dataclass
+class Ahead:
+    """What one event's recording needs, read before it in one round trip."""
+
+    book: PriceBook
+    profiles: dict[str, Profile]
+    states: list[BudgetState]
+
+
+def _read_ahead(
+    org: Organization,
+    ev: EventInput,
+    resolved: Mapping[tuple[str, str], ResolvedModel | None],
+    model_ids: set[int],
+    api_key_id: object,
+    now: datetime,
+) -> Ahead:
+    """The prices of ``ev``'s model, its profile and every budget that may
+    match it (its profile by name: it may not be looked up or created yet)."""
+    model = resolved[ev.provider, ev.model]
+    names = [ev.profile] if ev.profile else []
+    dims = Dimensions(
+        profile_id=None,
+        api_key_id=api_key_id,
+        provider=ev.provider,
+        model=model.slug if model else ev.model,
+        operation=ev.operation,
+    )
+    book, profiles, states = read_together(
+        price_book_read(org=org, model_ids=model_ids),
+        profiles_named_read(org=org, names=names),
+        budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=names),
+    )
+    return Ahead(book, profiles, states)
+
+
 def _record_one(
-    org: Organization, row: dict[str, object], named: dict[str, str], shared: dict[str, object]
+    org: Organization,
+    row: dict[str, object],
+    named: dict[str, str],
+    shared: dict[str, object],
+    ahead: Ahead,
 ) -> Written | None:
     """One event on PostgreSQL: its ledger row, its rollup and its budget
     counters in a single statement, each written only if the ledger row is
@@ -346,15 +408,14 @@ def _record_one(
     for no round trip at all, and the call takes four fewer round trips than
     the transaction (BEGIN, rollup, counters, COMMIT).
 
-    Reads come first and commit on their own: a profile named for the first
+    Reads come first (``ahead``: prices, profile and budgets in one statement)
+    and commit on their own: a profile named for the first
     time is created even if the row turns out to be a replay racing its
     original (a profile with no usage). None, with nothing written, when the
     charge needs the transaction (a period to open); an event settling a
     reservation never comes here."""
-    if connection.vendor != "postgresql":
-        return None
-    profiles = _with_profiles(org, [row], named)
-    plan = budget_charge_plan(org=org, charges=[_charge(row, {})])
+    profiles = _with_profiles(org, [row], named, ahead.profiles)
+    plan = budget_charge_plan(org=org, charges=[_charge(row, {})], states=ahead.states)
     charge = budget_charge_inline(plan, gate="EXISTS (SELECT 1 FROM roll)")
     if charge is None:
         return None

@@ -133,6 +133,19 @@ class TenantApiView(APIView):
 
         A key bound to a profile acts only for it: naming another is a 403.
         An unknown profile is created on the fly by writes and is a 404 for reads."""
+        acting = self.acting_for(external_id)
+        if not isinstance(acting, str):
+            return acting
+        if create:
+            return profile_get_or_create(org=self.org, external_id=acting)
+        profile = self.scoped(Profile.objects.all()).filter(external_id=acting).first()
+        if profile is None:
+            raise ApiError(f"Unknown profile {acting!r}.", code="not_found", status_code=404)
+        return profile
+
+    def acting_for(self, external_id: str | None) -> Profile | str | None:
+        """``acting_profile`` before any lookup: the key's own profile, no
+        profile, or the name of the profile to look up (checked)."""
         if external_id and ("\x00" in external_id or len(external_id) > 255):
             raise ApiError(
                 "The request is invalid; see details.",
@@ -147,11 +160,4 @@ class TenantApiView(APIView):
                     status_code=403,
                 )
             return bound
-        if not external_id:
-            return None
-        if create:
-            return profile_get_or_create(org=self.org, external_id=external_id)
-        profile = self.scoped(Profile.objects.all()).filter(external_id=external_id).first()
-        if profile is None:
-            raise ApiError(f"Unknown profile {external_id!r}.", code="not_found", status_code=404)
-        return profile
+        return external_id or None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import uuid
@@ -16,6 +17,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.rows import Read, read_together
 from costs.api.schemas import (
     EventInvalid,
     Identifier,
@@ -25,17 +27,19 @@ from costs.api.schemas import (
     validate_with_usage,
 )
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import model_resolve
+from costs.selectors.catalog import model_resolve, price_book_read
 from costs.selectors.pricing import cost_estimate
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
-from profiles.services import api_key_remembered
+from profiles.models import Profile
+from profiles.services import api_key_remembered, profile_get_or_create, profiles_named_read
 from quotas.selectors import budget_status, tightest
 from quotas.services import (
     CheckResult,
     Dimensions,
     LimiterUnavailable,
     ReservationNotFound,
+    budget_states_read,
     quota_check,
     reservation_release,
 )
@@ -126,25 +130,44 @@ class QuotaCheckApi(TenantApiView):
         if details or data is None:
             raise ApiError("The request is invalid; see details.", details=details)
 
-        profile = self.acting_profile(data.profile, create=True)
         provider = data.provider.strip().lower()
         resolved = model_resolve(provider=provider, model=data.model)
         model = resolved.slug if resolved else data.model
-        priced = cost is not None
-        if cost is None:
-            estimate = cost_estimate(
-                org=self.org, provider=provider, model=data.model, usage=meters, at=timezone.now()
-            )
-            cost, priced = estimate.cost, estimate.priced
-        amounts = budget_amounts(meters, cost)
         key = request.api_key  # type: ignore[attr-defined]
+        acting = self.acting_for(data.profile)
+        named = [acting] if isinstance(acting, str) else []
         dims = Dimensions(
-            profile_id=profile.pk if profile else None,
+            profile_id=acting.pk if isinstance(acting, Profile) else None,
             api_key_id=key.pk if key else None,
             provider=provider,
             model=model,
             operation=data.operation,
         )
+        now = timezone.now()
+        # The profile, the prices and the budgets: one round trip. (The
+        # database down: handle_exception answers by the fail mode.)
+        profiles, book, states = read_together(
+            profiles_named_read(org=self.org, names=named),
+            price_book_read(org=self.org, model_ids=[resolved.id])
+            if resolved is not None and cost is None
+            else Read.nothing(None),
+            budget_states_read(
+                self.org, now, open_missing=False, matching=[dims], profile_names=named
+            ),
+        )
+        if named:
+            # A profile named for the first time is created (no budget names it yet).
+            profile = profiles.get(named[0]) or profile_get_or_create(
+                org=self.org, external_id=named[0]
+            )
+            dims = dataclasses.replace(dims, profile_id=profile.pk)
+        priced = cost is not None
+        if cost is None:
+            estimate = cost_estimate(
+                org=self.org, provider=provider, model=data.model, usage=meters, at=now, book=book
+            )
+            cost, priced = estimate.cost, estimate.priced
+        amounts = budget_amounts(meters, cost)
         try:
             result = quota_check(
                 org=self.org,
@@ -152,6 +175,8 @@ class QuotaCheckApi(TenantApiView):
                 amounts=amounts,
                 reserve=data.reserve,
                 ttl_seconds=data.reservation_ttl,
+                now=now,
+                states=states,
             )
         except LimiterUnavailable:
             logger.exception("limiter unavailable for %s", self.org.slug)

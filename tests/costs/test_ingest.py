@@ -20,6 +20,7 @@ from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_P
 
 from costs.models import AIModel, DailyUsage, Price, UsageEvent
 from costs.pricing.engine import METERS
+from costs.selectors.catalog import model_resolve
 from profiles.api.renderers import _PLAIN_ONLY, _not_plain
 from profiles.models import Profile
 from quotas.models import Budget, BudgetPeriod
@@ -590,6 +591,7 @@ def _spent(budget: Budget) -> Decimal:
 
 def test_one_event_its_rollup_and_its_budgets_are_written_by_one_statement(api, tenant_a):
     cost, calls = _spend_budgets(tenant_a.org)
+    model_resolve(provider="openai", model="gpt-4o")  # the catalog's name index, built once
 
     with CaptureQueriesContext(connection) as captured:
         response = post(api, event("one", profile="alice-app-user"))
@@ -602,6 +604,12 @@ def test_one_event_its_rollup_and_its_budgets_are_written_by_one_statement(api, 
         and "last_used_at" not in q["sql"]  # the key's first-use stamp
     ]
     assert len(writes) == 1, writes
+    # Besides the key's first-use stamp: the key, one read (prices, profile,
+    # budgets) and the write.
+    statements = [
+        q["sql"] for q in captured.captured_queries if not q["sql"].lstrip().startswith("UPDATE")
+    ]
+    assert len(statements) == 3, statements
     # Within the driver's parsed-statement cache, or it is parsed on every call.
     assert len(writes[0].encode()) <= MAX_CACHED_STATEMENT_LENGTH
     assert writes[0].count("%s") <= MAX_CACHED_STATEMENT_PARAMS

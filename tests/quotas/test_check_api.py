@@ -589,3 +589,39 @@ def test_fail_mode_decides_when_the_limiter_cannot_take_its_lock(
     assert "degraded" not in again.json()
     period.refresh_from_db()
     assert period.reserved == GPT4O_CALL_COST
+
+
+def test_a_check_reads_its_profile_prices_and_budgets_in_one_statement(tenant_a, catalog, frozen):
+    from django.test.utils import CaptureQueriesContext
+
+    mine = ProfileFactory(organization=tenant_a.org, external_id="user-1")
+    money_budget(tenant_a.org, "100", name="Mine", profile=mine)
+    money_budget(tenant_a.org, "100", name="Shared")
+    money_budget(
+        tenant_a.org, "100", name="Theirs", profile=ProfileFactory(organization=tenant_a.org)
+    )
+    client = tenant_a.client()
+    # The key's first-use stamp, and the first reservation opens the periods.
+    check(client, profile="user-1", reserve=True, estimate={"cost": "0.001"})
+
+    counts = {}
+    for reserve in (False, True):
+        with CaptureQueriesContext(connection) as captured:
+            response = check(client, profile="user-1", reserve=reserve)
+        assert response.status_code == 200, response.content
+        assert sorted(b["name"] for b in response.json()["budgets"]) == ["Mine", "Shared"]
+        # (The test's transaction puts a savepoint around the reservation.)
+        counts[reserve] = sum("SAVEPOINT" not in q["sql"] for q in captured.captured_queries)
+    # The key, then one read; a reservation adds its one statement.
+    assert counts == {False: 2, True: 3}
+
+
+def test_a_profile_first_named_by_a_reservation_is_created_and_holds_it(tenant_a, catalog, frozen):
+    money_budget(tenant_a.org, "100", name="Shared")
+
+    response = check(tenant_a.client(), profile="brand-new", reserve=True)
+
+    assert response.status_code == 200, response.content
+    profile = Profile.objects.get(organization=tenant_a.org, external_id="brand-new")
+    reservation = Reservation.objects.get(id=response.json()["reservation_id"])
+    assert reservation.profile_id == profile.pk

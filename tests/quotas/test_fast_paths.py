@@ -15,11 +15,16 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.rows import IN_LIST_MAX, RowReader, fetch, in_list
+from config.rows import IN_LIST_MAX, Read, RowReader, fetch, in_list, read, read_together
 from costs.models import Price
-from costs.selectors.catalog import model_resolve, price_book
+from costs.selectors.catalog import model_resolve, price_book, price_book_read
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import _key_by_prefix, profile_get_or_create, profiles_named
+from profiles.services import (
+    _key_by_prefix,
+    profile_get_or_create,
+    profiles_named,
+    profiles_named_read,
+)
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.selectors import overview_budget_states
 from quotas.services import (
@@ -33,6 +38,7 @@ from quotas.services import (
     budget_create,
     budget_matches,
     budget_states_now,
+    budget_states_read,
     current_states,
     quota_check,
     reservations_purge,
@@ -369,6 +375,71 @@ def test_the_read_filtered_in_sql_agrees_with_budget_matches(tenant_a, frozen):
     union = {s.budget.name for s in budget_states_now(org, NOW, matching=cases)}
     for dims in cases:
         assert {s.budget.name for s in everything if budget_matches(s.budget, dims)} <= union
+
+
+def test_a_profile_named_in_the_read_matches_as_its_id_would(tenant_a, frozen):
+    org = tenant_a.org
+    other_profile = Profile.objects.create(organization=org, external_id="someone-else")
+    budget_create(org=org, name="mine", limit=Decimal(10), profile=tenant_a.profile)
+    budget_create(org=org, name="theirs", limit=Decimal(10), profile=other_profile)
+    budget_create(org=org, name="shared", limit=Decimal(10))
+    budget_create(org=org, name="mine-chat", limit=Decimal(10), profile=tenant_a.profile,
+                  operation="chat")  # fmt: skip
+    unnamed = Dimensions(None, None, "openai", "gpt-4o", "default")
+
+    def names(profile_names: list[str]) -> list[str]:
+        states = read(
+            budget_states_read(
+                org, NOW, open_missing=False, matching=[unnamed], profile_names=profile_names
+            )
+        )
+        return sorted(s.budget.name for s in states)
+
+    by_id = budget_states_now(
+        org, NOW, open_missing=False,
+        matching=[Dimensions(tenant_a.profile.pk, None, "openai", "gpt-4o", "default")],
+    )  # fmt: skip
+    assert names([tenant_a.profile.external_id]) == sorted(s.budget.name for s in by_id)
+    assert names([tenant_a.profile.external_id]) == ["mine", "shared"]
+    assert names(["nobody-yet"]) == ["shared"]
+    assert names([]) == ["shared"]
+    # Another tenant's profile of the same name is not this tenant's.
+    Profile.objects.create(organization=Organization.objects.create(slug="x", name="X"),
+                           external_id="twin")  # fmt: skip
+    assert names(["twin"]) == ["shared"]
+
+
+def test_reads_sent_together_load_what_each_loads_alone(tenant_a, tenant_b, catalog, frozen):
+    org = tenant_a.org
+    for i in range(3):
+        Profile.objects.create(organization=org, external_id=f"p{i}")
+    Profile.objects.create(organization=tenant_b.org, external_id="p0")
+    for i in range(4):
+        budget_create(org=org, name=f"b{i}", limit=Decimal(10 + i))
+    models = [model_resolve(provider="openai", model=m).id for m in ("gpt-4o", "gpt-4o-mini")]
+    reads = [
+        lambda: price_book_read(org=org, model_ids=models),
+        lambda: profiles_named_read(org=org, names=["p0", "p2", "absent"]),
+        lambda: Read.nothing("nothing asked"),
+        lambda: budget_states_read(org, NOW, open_missing=False),
+        lambda: profiles_named_read(org=org, names=["absent"]),  # no rows
+    ]
+    alone = [read(r()) for r in reads]
+    with CaptureQueriesContext(connection) as captured:
+        together = read_together(*(r() for r in reads))
+
+    assert len(captured.captured_queries) == 1
+    book_alone, book_together = alone[0], together[0]
+    for model_id in models:
+        assert book_together.at(model_id, NOW) == book_alone.at(model_id, NOW) is not None
+    assert sorted(together[1]) == sorted(alone[1]) == ["p0", "p2"]
+    assert {p.pk for p in together[1].values()} == {p.pk for p in alone[1].values()}
+    assert together[2] == "nothing asked"
+    assert [(s.budget.pk, s.budget.limit, s.period.spent) for s in together[3]] == [
+        (s.budget.pk, s.budget.limit, s.period.spent) for s in alone[3]
+    ]
+    assert len(together[3]) == 4
+    assert together[4] == {}
 
 
 @pytest.mark.django_db
