@@ -146,7 +146,7 @@ def period_ensure(budget: Budget, start: datetime, end: datetime) -> tuple[Budge
             f'INSERT INTO {table} (budget_id, start, "end", spent, reserved, opened_at) '  # noqa: S608
             "VALUES (%s, %s, %s, %s, 0, %s) ON CONFLICT (budget_id, start) DO NOTHING RETURNING id",
             [
-                _db_uuid(budget.pk),
+                db_value(BudgetPeriod, "budget", budget.pk),
                 connection.ops.adapt_datetimefield_value(start),
                 connection.ops.adapt_datetimefield_value(end),
                 connection.ops.adapt_decimalfield_value(spent, 24, 12),
@@ -156,10 +156,6 @@ def period_ensure(budget: Budget, start: datetime, end: datetime) -> tuple[Budge
         row = cursor.fetchone()
     period = BudgetPeriod.objects.get(budget=budget, start=start)
     return period, row is not None
-
-
-def _db_uuid(value: uuid.UUID) -> object:
-    return value.hex if connection.vendor == "sqlite" else value
 
 
 def current_states(
