@@ -284,10 +284,17 @@ def budget_states_read(
                 params += values
             if column == "profile_id" and profile_names:
                 named, names = in_list("n.external_id", sorted(set(profile_names)))
-                filters += (
-                    f" OR b.profile_id IN (SELECT n.id FROM {Profile._meta.db_table} n "  # noqa: S608
-                    f"WHERE n.organization_id = %s AND {named})"
+                ids = (
+                    f"SELECT n.id FROM {Profile._meta.db_table} n "  # noqa: S608 - our names
+                    f"WHERE n.organization_id = %s AND {named}"
                 )
+                # PostgreSQL: an array built once (an init plan), which the
+                # budgets' profile index can serve; IN (subquery) under an OR
+                # is tested against every budget of the organization.
+                if connection.vendor == "postgresql":
+                    filters += f" OR b.profile_id = ANY(ARRAY({ids}))"
+                else:
+                    filters += f" OR b.profile_id IN ({ids})"
                 params += [db_value(Profile, "organization", org.pk), *names]
             filters += ")"
 
