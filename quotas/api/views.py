@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import uuid
@@ -17,7 +16,6 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.rows import Read, read_together
 from costs.api.schemas import (
     EventInvalid,
     Identifier,
@@ -26,21 +24,14 @@ from costs.api.schemas import (
     parse_money,
     validate_with_usage,
 )
-from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import model_resolve, price_book_read
-from costs.selectors.pricing import cost_estimate
+from costs.services import preflight_check
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
-from profiles.models import Profile
-from profiles.services import api_key_remembered, profile_get_or_create, profiles_named_read
+from profiles.services import api_key_remembered
 from quotas.selectors import budget_status, tightest
 from quotas.services import (
     CheckResult,
-    Dimensions,
-    LimiterUnavailable,
     ReservationNotFound,
-    budget_states_read,
-    quota_check,
     reservation_release,
 )
 
@@ -130,58 +121,21 @@ class QuotaCheckApi(TenantApiView):
         if details or data is None:
             raise ApiError("The request is invalid; see details.", details=details)
 
-        provider = data.provider.strip().lower()
-        resolved = model_resolve(provider=provider, model=data.model)
-        model = resolved.slug if resolved else data.model
-        key = request.api_key  # type: ignore[attr-defined]
-        acting = self.acting_for(data.profile)
-        named = [acting] if isinstance(acting, str) else []
-        dims = Dimensions(
-            profile_id=acting.pk if isinstance(acting, Profile) else None,
-            api_key_id=key.pk if key else None,
-            provider=provider,
-            model=model,
+        check = preflight_check(
+            org=self.org,
+            api_key=request.api_key,  # type: ignore[attr-defined]
+            acting=self.acting_for(data.profile),
+            provider=data.provider.strip().lower(),
+            model=data.model,
             operation=data.operation,
+            meters=meters,
+            cost=cost,
+            reserve=data.reserve,
+            ttl_seconds=data.reservation_ttl,
         )
-        now = timezone.now()
-        # The profile, the prices and the budgets: one round trip. (The
-        # database down: handle_exception answers by the fail mode.)
-        profiles, book, states = read_together(
-            profiles_named_read(org=self.org, names=named),
-            price_book_read(org=self.org, model_ids=[resolved.id])
-            if resolved is not None and cost is None
-            else Read.nothing(None),
-            budget_states_read(
-                self.org, now, open_missing=False, matching=[dims], profile_names=named
-            ),
-        )
-        if named:
-            # A profile named for the first time is created (no budget names it yet).
-            profile = profiles.get(named[0]) or profile_get_or_create(
-                org=self.org, external_id=named[0]
-            )
-            dims = dataclasses.replace(dims, profile_id=profile.pk)
-        priced = cost is not None
-        if cost is None:
-            estimate = cost_estimate(
-                org=self.org, provider=provider, model=data.model, usage=meters, at=now, book=book
-            )
-            cost, priced = estimate.cost, estimate.priced
-        amounts = budget_amounts(meters, cost)
-        try:
-            result = quota_check(
-                org=self.org,
-                dims=dims,
-                amounts=amounts,
-                reserve=data.reserve,
-                ttl_seconds=data.reservation_ttl,
-                now=now,
-                states=states,
-            )
-        except LimiterUnavailable:
-            logger.exception("limiter unavailable for %s", self.org.slug)
-            return _degraded(self.org.fail_mode, self.org.currency, cost, priced)
-        return self._respond(result, cost, priced)
+        if check.result is None:
+            return _degraded(self.org.fail_mode, self.org.currency, check.cost, check.priced)
+        return self._respond(check.result, check.cost, check.priced)
 
     def handle_exception(self, exc: Exception) -> Response:
         """The database down (a restart, a failover) is the limiter failing too:

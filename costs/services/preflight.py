@@ -1,0 +1,96 @@
+"""The pre-flight check: price a call's estimate and ask the limiter whether it
+fits every budget that applies (with ``reserve``, hold it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.utils import timezone
+
+from config.rows import Read, read_together
+from costs.selectors.budget_spend import budget_amounts
+from costs.selectors.catalog import model_resolve, price_book_read
+from costs.selectors.pricing import cost_estimate
+from profiles.models import ApiKey, Organization, Profile
+from profiles.services import profile_get_or_create, profiles_named_read
+from quotas.services import (
+    CheckResult,
+    Dimensions,
+    LimiterUnavailable,
+    budget_states_read,
+    quota_check,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    cost: Decimal
+    priced: bool
+    result: CheckResult | None  # None: the limiter could not answer
+
+
+def preflight_check(
+    *,
+    org: Organization,
+    api_key: ApiKey | None,
+    acting: Profile | str | None,
+    provider: str,
+    model: str,
+    operation: str,
+    meters: dict[str, int | Decimal],
+    cost: Decimal | None,
+    reserve: bool,
+    ttl_seconds: int,
+) -> Preflight:
+    """``cost`` is the client's own figure, else the estimate is priced from
+    ``meters``. ``acting`` is the profile the call is for, or its name (looked
+    up, created on first mention). The profile, the prices and the budgets are
+    read in one statement; a reservation is one more. No result when the
+    limiter could not answer (the caller answers by the fail mode); the
+    database down altogether raises as it is."""
+    resolved = model_resolve(provider=provider, model=model)
+    named = [acting] if isinstance(acting, str) else []
+    dims = Dimensions(
+        profile_id=acting.pk if isinstance(acting, Profile) else None,
+        api_key_id=api_key.pk if api_key else None,
+        provider=provider,
+        model=resolved.slug if resolved else model,
+        operation=operation,
+    )
+    now = timezone.now()
+    profiles, book, states = read_together(
+        profiles_named_read(org=org, names=named),
+        price_book_read(org=org, model_ids=[resolved.id])
+        if resolved is not None and cost is None
+        else Read.nothing(None),
+        budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=named),
+    )
+    if named:
+        # A profile named for the first time is created (no budget names it yet).
+        profile = profiles.get(named[0]) or profile_get_or_create(org=org, external_id=named[0])
+        dims = dataclasses.replace(dims, profile_id=profile.pk)
+    priced = cost is not None
+    if cost is None:
+        estimate = cost_estimate(
+            org=org, provider=provider, model=model, usage=meters, at=now, book=book
+        )
+        cost, priced = estimate.cost, estimate.priced
+    try:
+        result = quota_check(
+            org=org,
+            dims=dims,
+            amounts=budget_amounts(meters, cost),
+            reserve=reserve,
+            ttl_seconds=ttl_seconds,
+            now=now,
+            states=states,
+        )
+    except LimiterUnavailable:
+        logger.exception("limiter unavailable for %s", org.slug)
+        return Preflight(cost, priced, None)
+    return Preflight(cost, priced, result)
