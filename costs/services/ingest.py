@@ -194,10 +194,11 @@ def usage_record(
             resolved[e.provider, e.model] = model_resolve(provider=e.provider, model=e.model)
     model_ids = {r.id for r in resolved.values() if r is not None}
     ahead: Ahead | None = None
-    if len(events) == 1 and events[0].reservation_id is None and connection.vendor == "postgresql":
-        # One event (the one-statement path): its prices, profile and budgets
-        # in one round trip.
-        ahead = _read_ahead(org, events[0], resolved, model_ids, api_key_id, now)
+    if len(events) <= FEW_ROWS and connection.vendor == "postgresql":
+        # A single event or a few: their prices, profiles and budgets in one
+        # round trip (a large batch reads them apart: the combined read
+        # compares each read's rows with the others').
+        ahead = _read_ahead(org, events, resolved, model_ids, api_key_id, now)
         book = ahead.book
     else:
         book = price_book(org=org, model_ids=model_ids)
@@ -252,11 +253,11 @@ def usage_record(
     shared = {"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now}
     named = {k: firsts[k].profile for k in candidates if firsts[k].profile}
     written = None
-    if ahead is not None and len(ordered) == 1:
+    if ahead is not None and len(ordered) == 1 and ordered[0]["reservation_id"] is None:
         written = _record_one(org, ordered[0], named, shared, ahead)
     if written is None:
         with transaction.atomic():
-            profiles, inserted, states = _record(org, ordered, named, shared)
+            profiles, inserted, states = _record(org, ordered, named, shared, ahead)
             existing = _recorded_before(org, ordered, inserted, rejected, now, states)
     else:
         profiles, inserted, states = written
@@ -339,10 +340,12 @@ def _record(
     rows: list[dict[str, object]],
     named: dict[str, str],
     shared: dict[str, object],
+    ahead: Ahead | None = None,
 ) -> Written:
     """In the caller's transaction: the rows not recorded yet, their rollups and
-    their budget charges. (profiles, rows inserted, budget states)."""
-    profiles = _with_profiles(org, rows, named)
+    their budget charges. (profiles, rows inserted, budget states). ``ahead``:
+    the profiles and budgets, if read already."""
+    profiles = _with_profiles(org, rows, named, ahead.profiles if ahead else None)
     inserted_ids = _insert_events(rows, shared=shared)
     inserted = [r for r in rows if r["id"] in inserted_ids]
     states: list[BudgetState] = []
@@ -350,7 +353,11 @@ def _record(
         # Every read and sum first; then the two statements that lock shared
         # rows (rollups, budget counters) back to back, just before COMMIT.
         dims: dict[tuple, Dimensions] = {}
-        plan = budget_charge_plan(org=org, charges=[_charge(r, dims) for r in inserted])
+        plan = budget_charge_plan(
+            org=org,
+            charges=[_charge(r, dims) for r in inserted],
+            states=ahead.states if ahead else None,
+        )
         rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
         states = budget_charge_apply(plan)
         _after_commit_checks(org, inserted, states)
@@ -359,7 +366,7 @@ def _record(
 
 @dataclass
 class Ahead:
-    """What one event's recording needs, read before it in one round trip."""
+    """What recording a few events needs, read before it in one round trip."""
 
     book: PriceBook
     profiles: dict[str, Profile]
@@ -368,27 +375,25 @@ class Ahead:
 
 def _read_ahead(
     org: Organization,
-    ev: EventInput,
+    events: Sequence[EventInput],
     resolved: Mapping[tuple[str, str], ResolvedModel | None],
     model_ids: set[int],
     api_key_id: object,
     now: datetime,
 ) -> Ahead:
-    """The prices of ``ev``'s model, its profile and every budget that may
-    match it (its profile by name: it may not be looked up or created yet)."""
-    model = resolved[ev.provider, ev.model]
-    names = [ev.profile] if ev.profile else []
-    dims = Dimensions(
-        profile_id=None,
-        api_key_id=api_key_id,
-        provider=ev.provider,
-        model=model.slug if model else ev.model,
-        operation=ev.operation,
-    )
+    """The prices of the events' models, their profiles and every budget that
+    may match one of them (profiles by name: they may not be looked up or
+    created yet)."""
+    names = sorted({e.profile for e in events if e.profile})
+    dims = set()
+    for e in events:
+        model = resolved[e.provider, e.model]
+        shown = model.slug if model else e.model
+        dims.add(Dimensions(None, api_key_id, e.provider, shown, e.operation))
     book, profiles, states = read_together(
         price_book_read(org=org, model_ids=model_ids),
         profiles_named_read(org=org, names=names),
-        budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=names),
+        budget_states_read(org, now, open_missing=False, matching=dims, profile_names=names),
     )
     return Ahead(book, profiles, states)
 

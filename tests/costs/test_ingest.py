@@ -627,6 +627,35 @@ def test_one_event_its_rollup_and_its_budgets_are_written_by_one_statement(api, 
     }
 
 
+def test_a_small_batch_reads_ahead_once_and_charges_profile_budgets_by_name(api, tenant_a):
+    org = tenant_a.org
+    known = Profile.objects.create(organization=org, external_id="known")
+    for_known = budget_create(org=org, name="Known", metric="requests", limit=Decimal(100),
+                              profile=known)  # fmt: skip
+    shared = budget_create(org=org, name="Shared", metric="requests", limit=Decimal(100))
+    model_resolve(provider="openai", model="gpt-4o")  # the catalog's name index, built once
+    events = [
+        event("s1", profile="known"),
+        event("s2", profile="brand-new"),
+        event("s3", profile="known", model="gpt-4o-mini"),
+        event("s4"),
+    ]
+
+    with CaptureQueriesContext(connection) as captured:
+        response = post(api, {"events": events}, BATCH_URL)
+
+    assert [r["status"] for r in response.json()["results"]] == [201] * 4
+    assert _spent(for_known) == 2
+    assert _spent(shared) == 4
+    new = Profile.objects.get(organization=org, external_id="brand-new")
+    assert UsageEvent.objects.filter(profile=new).count() == 1
+    # One read before the transaction: prices, profiles and budgets together.
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert sum("FULL JOIN" in q for q in selects) == 1
+    assert sum("costs_price" in q for q in selects) == 1, selects  # prices read once
+    assert sum("quotas_budget " in q for q in selects) == 1, selects  # budgets read once
+
+
 def test_a_replayed_single_event_writes_nothing_and_shows_the_budgets_once_charged(api, tenant_a):
     cost, calls = _spend_budgets(tenant_a.org)
     first = post(api, event("again"))
