@@ -264,6 +264,18 @@ class LoadResult:
         codes = ",".join(f"{s}:{n}" for s, n in sorted(self.statuses.items()))
         return f"requests={self.count} statuses={codes or '-'} failures={self.failures}"
 
+    def add(self, other: LoadResult) -> LoadResult:
+        """This run and ``other`` (another window of the same scenario) as one:
+        time, requests and statuses summed; the CPU and session figures of
+        each window kept, separated by ``;``."""
+        self.wall += other.wall
+        self.latencies += other.latencies
+        self.statuses += other.statuses
+        self.failures += other.failures
+        self.cpu = ";".join(x for x in (self.cpu, other.cpu) if x)
+        self.pg = ";".join(x for x in (self.pg, other.pg) if x)
+        return self
+
 
 def run_load(
     port: int,
