@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from config.rows import Read, read_together
@@ -51,8 +52,8 @@ def preflight_check(
     ``meters``. ``acting`` is the profile the call is for, or its name (looked
     up, created on first mention). The profile, the prices and the budgets are
     read in one statement; a reservation is one more. No result when the
-    limiter could not answer (the caller answers by the fail mode); the
-    database down altogether raises as it is."""
+    limiter could not answer, its read or its reservation failing (the caller
+    answers by the fail mode)."""
     resolved = model_resolve(provider=provider, model=model)
     named = [acting] if isinstance(acting, str) else []
     dims = Dimensions(
@@ -63,13 +64,20 @@ def preflight_check(
         operation=operation,
     )
     now = timezone.now()
-    profiles, book, states = read_together(
-        profiles_named_read(org=org, names=named),
-        price_book_read(org=org, model_ids=[resolved.id])
-        if resolved is not None and cost is None
-        else Read.nothing(None),
-        budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=named),
-    )
+    try:
+        profiles, book, states = read_together(
+            profiles_named_read(org=org, names=named),
+            price_book_read(org=org, model_ids=[resolved.id])
+            if resolved is not None and cost is None
+            else Read.nothing(None),
+            budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=named),
+        )
+    except DatabaseError:
+        # The limiter's own read failing is the limiter failing (a lock or
+        # statement timeout, a failover): the fail mode answers, with the
+        # client's cost if it gave one (the prices were not read).
+        logger.exception("limiter unavailable for %s", org.slug)
+        return Preflight(cost if cost is not None else Decimal(0), cost is not None, None)
     if named:
         # A profile named for the first time is created (no budget names it yet).
         profile = profiles.get(named[0]) or profile_get_or_create(org=org, external_id=named[0])

@@ -591,6 +591,52 @@ def test_fail_mode_decides_when_the_limiter_cannot_take_its_lock(
     assert period.reserved == GPT4O_CALL_COST
 
 
+def _hold_table_lock(locked: threading.Event, done: threading.Event) -> None:
+    """In its own connection and transaction: lock the budget table against
+    every read until ``done`` (as a migration's ALTER TABLE would)."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE quotas_budget IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            done.wait(timeout=30)
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fail_mode", ["closed", "open"])
+def test_fail_mode_decides_when_the_limiters_read_fails(tenant_a, catalog, fail_mode):
+    tenant_a.org.fail_mode = fail_mode
+    tenant_a.org.save()
+    money_budget(tenant_a.org, "10")
+    client = tenant_a.client()
+    assert check(client).status_code == 200  # the key's first-use stamp, before the lock
+    locked, done = threading.Event(), threading.Event()
+    locker = threading.Thread(target=_hold_table_lock, args=(locked, done), daemon=True)
+    locker.start()
+    try:
+        assert locked.wait(timeout=10), "the lock holder never got its lock"
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        response = check(client, estimate={"cost": "0.25"})
+    finally:
+        done.set()
+        locker.join(timeout=10)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    body = response.json()
+    if fail_mode == "closed":
+        assert response.status_code == 503
+        assert body["error"] == "limiter_unavailable"
+    else:
+        assert response.status_code == 200
+        assert (body["allowed"], body["degraded"]) == (True, True)
+        assert body["estimated_cost"] == "0.250000000000"
+    again = check(client)
+    assert again.status_code == 200
+    assert "degraded" not in again.json()
+
+
 def test_a_check_reads_its_profile_prices_and_budgets_in_one_statement(tenant_a, catalog, frozen):
     from django.test.utils import CaptureQueriesContext
 
