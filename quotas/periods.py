@@ -8,6 +8,7 @@ start, so a missed beat cannot leave a budget unreset.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -25,7 +26,13 @@ def period_bounds(period: str, tz: ZoneInfo, at: datetime) -> tuple[datetime, da
     """[start, end) in UTC of the ``period`` that contains ``at``."""
     if period == "total":
         return TOTAL_START, TOTAL_END
-    local = at.astimezone(tz).date()
+    return _bounds_of_day(period, tz, at.astimezone(tz).date())
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds_of_day(period: str, tz: ZoneInfo, local: date) -> tuple[datetime, datetime]:
+    """``period_bounds`` for any moment of the local day ``local``: every check
+    and charge asks for today's, so it is worked out once per day and zone."""
     if period == "daily":
         first, following = local, local + timedelta(days=1)
     elif period == "weekly":
