@@ -528,19 +528,22 @@ def test_delete_reservation_needs_the_check_scope(tenant_a, catalog, frozen):
 # -- fail mode: the limiter really failing ------------------------------------------------------
 
 
-def _hold_row_lock(period_id: int, locked: threading.Event, done: threading.Event) -> None:
-    """In its own connection and transaction: lock the period row until ``done``."""
+def _hold_lock(sql: str, params: list, locked: threading.Event, done: threading.Event) -> None:
+    """In its own connection and transaction: take the lock ``sql`` takes and
+    hold it until ``done``."""
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT id FROM {BudgetPeriod._meta.db_table} WHERE id = %s FOR UPDATE",
-                    [period_id],
-                )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
             locked.set()
             done.wait(timeout=30)
     finally:
         connection.close()
+
+
+def _hold_row_lock(period_id: int, locked: threading.Event, done: threading.Event) -> None:
+    """Lock the period row until ``done``."""
+    sql = f"SELECT id FROM {BudgetPeriod._meta.db_table} WHERE id = %s FOR UPDATE"
+    _hold_lock(sql, [period_id], locked, done)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -592,15 +595,9 @@ def test_fail_mode_decides_when_the_limiter_cannot_take_its_lock(
 
 
 def _hold_table_lock(locked: threading.Event, done: threading.Event) -> None:
-    """In its own connection and transaction: lock the budget table against
-    every read until ``done`` (as a migration's ALTER TABLE would)."""
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE quotas_budget IN ACCESS EXCLUSIVE MODE")
-            locked.set()
-            done.wait(timeout=30)
-    finally:
-        connection.close()
+    """Lock the budget table against every read until ``done`` (as a
+    migration's ALTER TABLE would)."""
+    _hold_lock("LOCK TABLE quotas_budget IN ACCESS EXCLUSIVE MODE", [], locked, done)
 
 
 @pytest.mark.django_db(transaction=True)
