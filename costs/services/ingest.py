@@ -30,17 +30,12 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from config.rows import FEW_ROWS, fetch, pg_array, read_together
+from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import (
-    PriceBook,
-    ResolvedModel,
-    model_resolve,
-    price_book,
-    price_book_read,
-)
+from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
+from costs.services.ahead import Ahead, read_ahead
 from costs.services.rollups import (
     LEDGER_RETURNING,
     RollupRow,
@@ -48,7 +43,7 @@ from costs.services.rollups import (
     rollup_add_rows,
 )
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profiles_named, profiles_named_read
+from profiles.services import profiles_named
 from quotas.services import (
     BudgetState,
     Charge,
@@ -58,7 +53,6 @@ from quotas.services import (
     budget_charge_plan,
     budget_matches,
     budget_states_now,
-    budget_states_read,
 )
 
 logger = logging.getLogger(__name__)
@@ -257,11 +251,9 @@ def usage_record(
         written = _record_one(org, ordered[0], named, shared, ahead)
     if written is None:
         with transaction.atomic():
-            profiles, inserted, states = _record(org, ordered, named, shared, ahead)
-            existing = _recorded_before(org, ordered, inserted, rejected, now, states)
-    else:
-        profiles, inserted, states = written
-        existing = _recorded_before(org, ordered, inserted, rejected, now, states)
+            written = _record(org, ordered, named, shared, ahead)
+    profiles, inserted, states = written
+    existing = _recorded_before(org, ordered, inserted, rejected, now, states)
 
     by_id = {p.pk: p for p in profiles.values()}
     recorded = {
@@ -364,15 +356,6 @@ def _record(
     return profiles, inserted, states
 
 
-@dataclass
-class Ahead:
-    """What recording a few events needs, read before it in one round trip."""
-
-    book: PriceBook
-    profiles: dict[str, Profile]
-    states: list[BudgetState]
-
-
 def _read_ahead(
     org: Organization,
     events: Sequence[EventInput],
@@ -381,21 +364,19 @@ def _read_ahead(
     api_key_id: object,
     now: datetime,
 ) -> Ahead:
-    """The prices of the events' models, their profiles and every budget that
-    may match one of them (profiles by name: they may not be looked up or
-    created yet)."""
-    names = sorted({e.profile for e in events if e.profile})
+    """``read_ahead`` for these events (their profiles by name)."""
     dims = set()
     for e in events:
         model = resolved[e.provider, e.model]
         shown = model.slug if model else e.model
         dims.add(Dimensions(None, api_key_id, e.provider, shown, e.operation))
-    book, profiles, states = read_together(
-        price_book_read(org=org, model_ids=model_ids),
-        profiles_named_read(org=org, names=names),
-        budget_states_read(org, now, open_missing=False, matching=dims, profile_names=names),
+    return read_ahead(
+        org=org,
+        at=now,
+        model_ids=model_ids,
+        profile_names=[e.profile for e in events if e.profile],
+        dims=dims,
     )
-    return Ahead(book, profiles, states)
 
 
 def _record_one(

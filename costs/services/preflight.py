@@ -11,17 +11,16 @@ from decimal import Decimal
 from django.db import DatabaseError
 from django.utils import timezone
 
-from config.rows import Read, read_together
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import model_resolve, price_book_read
+from costs.selectors.catalog import model_resolve
 from costs.selectors.pricing import cost_estimate
+from costs.services.ahead import read_ahead
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profile_get_or_create, profiles_named_read
+from profiles.services import profile_get_or_create
 from quotas.services import (
     CheckResult,
     Dimensions,
     LimiterUnavailable,
-    budget_states_read,
     quota_check,
 )
 
@@ -65,12 +64,13 @@ def preflight_check(
     )
     now = timezone.now()
     try:
-        profiles, book, states = read_together(
-            profiles_named_read(org=org, names=named),
-            price_book_read(org=org, model_ids=[resolved.id])
-            if resolved is not None and cost is None
-            else Read.nothing(None),
-            budget_states_read(org, now, open_missing=False, matching=[dims], profile_names=named),
+        ahead = read_ahead(
+            org=org,
+            at=now,
+            # The client's own cost needs no prices.
+            model_ids=[resolved.id] if resolved is not None and cost is None else [],
+            profile_names=named,
+            dims=[dims],
         )
     except DatabaseError:
         # The limiter's own read failing is the limiter failing (a lock or
@@ -80,12 +80,14 @@ def preflight_check(
         return Preflight(cost if cost is not None else Decimal(0), cost is not None, None)
     if named:
         # A profile named for the first time is created (no budget names it yet).
-        profile = profiles.get(named[0]) or profile_get_or_create(org=org, external_id=named[0])
+        profile = ahead.profiles.get(named[0]) or profile_get_or_create(
+            org=org, external_id=named[0]
+        )
         dims = dataclasses.replace(dims, profile_id=profile.pk)
     priced = cost is not None
     if cost is None:
         estimate = cost_estimate(
-            org=org, provider=provider, model=model, usage=meters, at=now, book=book
+            org=org, provider=provider, model=model, usage=meters, at=now, book=ahead.book
         )
         cost, priced = estimate.cost, estimate.priced
     try:
@@ -96,7 +98,7 @@ def preflight_check(
             reserve=reserve,
             ttl_seconds=ttl_seconds,
             now=now,
-            states=states,
+            states=ahead.states,
         )
     except LimiterUnavailable:
         logger.exception("limiter unavailable for %s", org.slug)
