@@ -7,6 +7,13 @@
                  overshoot spent + reserved - limit read from BudgetPeriod at the end
                  (must be 0: reservations never push a block budget past its limit)
 
+  baseline:      the bare read of the request benchmark (GET /api/v1/profiles/<id>,
+                 same key authentication, one indexed read) from the same clients
+                 on the same server, in windows taking turns with the open run's
+                 (BENCH_HOT_ROUNDS, default 2): the most any request over this
+                 HTTP stack does on this machine, and so the ceiling of the
+                 reservations/s figure
+
   run "limiter": the same reservations without HTTP: threads of this process
                  calling the limiter service (quotas.services.quota_check) on one
                  budget, each on its own database connection -> what the counter
@@ -18,6 +25,7 @@
   BENCH_HOT_SECONDS        time cap of each run (default 20)
   BENCH_HOT_CLIENTS        concurrent clients (default 32)
   BENCH_HOT_THREADS        limiter-run threads (default 8)
+  BENCH_HOT_ROUNDS         windows the open run is split into (default 2)
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from decimal import Decimal
 
 from tests.bench.common import (
     CpuMeter,
+    LoadResult,
     PgActivity,
     context,
     emit,
@@ -52,31 +61,65 @@ BODY = json.dumps(
 ).encode()
 
 
-def _run(server, name: str, limit: Decimal, requests: int, clients: int, seconds: float):
-    from quotas.models import BudgetPeriod
-
-    tenant = make_tenant(
+def _tenant(name: str, limit: Decimal):
+    return make_tenant(
         f"hot-{name}",
+        profiles=1,
         budgets=[{"name": "The one budget", "metric": "cost", "period": "monthly",
                   "limit": limit}],
-        scopes="check",
+        scopes="check,read",
     )  # fmt: skip
-    headers = {**tenant.auth, "Content-Type": "application/json"}
-    result = run_load(
-        server.port,
-        lambda c, n: ("POST", "/api/v1/quota/check", BODY, headers),
-        clients=clients,
-        count=requests,
-        duration=seconds,
-        timeout=60,
-        cpu=CpuMeter(server.pid),
-        activity=PgActivity(pg_connect),
-    )
+
+
+def _counters(tenant) -> tuple[Decimal, Decimal]:
+    from quotas.models import BudgetPeriod
+
     (budget,) = tenant.budgets
     periods = list(BudgetPeriod.objects.filter(budget=budget))
     spent = sum((p.spent for p in periods), Decimal(0))
     reserved = sum((p.reserved for p in periods), Decimal(0))
-    return result, spent, reserved
+    return spent, reserved
+
+
+def _load(server, tenant, clients: int, *, requests: int | None, seconds: float,
+          read: bool = False) -> LoadResult:  # fmt: skip
+    headers = {**tenant.auth, "Content-Type": "application/json"}
+    if read:
+        spec = ("GET", f"/api/v1/profiles/{tenant.profiles[0]}", None, tenant.auth)
+    else:
+        spec = ("POST", "/api/v1/quota/check", BODY, headers)
+    return run_load(
+        server.port,
+        lambda c, n: spec,
+        clients=clients,
+        count=requests,
+        duration=seconds,
+        warmup_per_client=1 if read else 0,
+        timeout=60,
+        cpu=CpuMeter(server.pid),
+        activity=PgActivity(pg_connect),
+    )
+
+
+def _open_runs(server, clients: int, requests: int, seconds: float, rounds: int):
+    """The open run in ``rounds`` windows, each followed by a window of the bare
+    read: (reservations, read, spent, reserved)."""
+    tenant = _tenant("open", Decimal(10**9))
+    reservations = read = None
+    for _ in range(rounds):
+        window = _load(server, tenant, clients, requests=requests // rounds,
+                       seconds=seconds / rounds)  # fmt: skip
+        reservations = window if reservations is None else reservations.add(window)
+        window = _load(server, tenant, clients, requests=None, seconds=seconds / rounds / 2,
+                       read=True)  # fmt: skip
+        read = window if read is None else read.add(window)
+    return reservations, read, *_counters(tenant)
+
+
+def _limit_run(server, limit: Decimal, requests: int, clients: int, seconds: float):
+    tenant = _tenant("limit", limit)
+    result = _load(server, tenant, clients, requests=requests, seconds=seconds)
+    return result, *_counters(tenant)
 
 
 def _limiter_run(threads: int, seconds: float) -> tuple[float, int, Decimal, Decimal]:
@@ -135,13 +178,15 @@ def test_hot_budget(server, machine):
     slots = env_int("BENCH_HOT_LIMIT_SLOTS", 500)
     seconds = env_float("BENCH_HOT_SECONDS", 20.0)
 
+    rounds = max(1, env_int("BENCH_HOT_ROUNDS", 2))
+
     open_limit = Decimal(10**9)
-    open_res, open_spent, open_reserved = _run(
-        server, "open", open_limit, requests, clients, seconds
+    open_res, read_res, open_spent, open_reserved = _open_runs(
+        server, clients, requests, seconds, rounds
     )
     tight_limit = AMOUNT * slots
-    tight_res, tight_spent, tight_reserved = _run(
-        server, "limit", tight_limit, 2 * slots, clients, seconds
+    tight_res, tight_spent, tight_reserved = _limit_run(
+        server, tight_limit, 2 * slots, clients, seconds
     )
 
     threads = env_int("BENCH_HOT_THREADS", 8)
@@ -165,6 +210,11 @@ def test_hot_budget(server, machine):
     emit("hot_budget_reservations", rate, "reservations/s")
     emit("hot_budget_reserve_p50", open_res.pct_ms(50), "ms")
     emit("hot_budget_reserve_p99", open_res.pct_ms(99), "ms")
+    context("hot_budget_read", http=read_res.summary(), cpu=read_res.cpu, pg=read_res.pg)
+    read_rate = read_res.ok() / read_res.wall if read_res.wall else 0.0
+    emit(f"profile_read_c{clients}_throughput", read_rate, "req/s")
+    emit_ratio("hot_budget_reservations", f"profile_read_c{clients}_throughput",
+               rate / read_rate if read_rate else 0.0)  # fmt: skip
     context("hot_budget_limiter", threads=threads, allowed=limiter_allowed,
             reserved=limiter_reserved, expected_reserved=limiter_expected)  # fmt: skip
     emit("hot_budget_limiter_reservations", limiter_rate, "reservations/s")
