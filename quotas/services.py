@@ -43,6 +43,9 @@ _TABLE = BudgetPeriod._meta.db_table
 _BUDGETS = RowReader(Budget)
 _PERIODS = RowReader(BudgetPeriod)
 COUNT_METRICS = {m for m in Budget.Metric.values if m != "cost"}
+# The period kinds, in the order the current-period read takes their starts
+# (``Budget.Period.values`` builds a new list on every use).
+_PERIOD_KINDS = tuple(Budget.Period.values)
 # (budget id, period start, period end): the key periods are locked in order of.
 PeriodKey = tuple[str, datetime, datetime]
 
@@ -204,7 +207,7 @@ def _with_current_period() -> str:
     """``budget b LEFT JOIN`` its period row containing the moment whose period
     starts are the parameters, one per period kind in ``Budget.Period`` order
     (``_current_starts``)."""
-    whens = " ".join(f"WHEN '{p}' THEN %s" for p in Budget.Period.values)  # our own literals
+    whens = " ".join(f"WHEN '{p}' THEN %s" for p in _PERIOD_KINDS)  # our own literals
     return (
         f"{Budget._meta.db_table} b LEFT JOIN {_TABLE} p "
         f"ON p.budget_id = b.id AND p.start = CASE b.period {whens} END"
@@ -216,7 +219,7 @@ def _current_starts(
 ) -> tuple[dict[str, tuple[datetime, datetime]], list[object]]:
     """Each period kind's bounds at ``at`` in the organization's time zone, and
     their starts as the parameters of ``_with_current_period``."""
-    bounds = {p: period_bounds(p, org.tz, at) for p in Budget.Period.values}
+    bounds = {p: period_bounds(p, org.tz, at) for p in _PERIOD_KINDS}
     return bounds, [connection.ops.adapt_datetimefield_value(s) for s, _ in bounds.values()]
 
 
