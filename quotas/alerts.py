@@ -158,10 +158,16 @@ def thresholds_evaluate(
     return raised
 
 
-def alert_mark_read(*, org: Organization, alert_ids: list[object] | None = None) -> int:
+def alert_mark_read(
+    *, org: Organization, alert_ids: list[object] | None = None, profile: Profile | None = None
+) -> int:
+    """Mark ``org``'s alerts read (those of ``alert_ids``, or all); with
+    ``profile``, only that profile's."""
     qs = Alert.objects.filter(organization=org, read_at__isnull=True)
     if alert_ids is not None:
         qs = qs.filter(pk__in=alert_ids)
+    if profile is not None:
+        qs = qs.filter(profile=profile)
     return qs.update(read_at=timezone.now())
 
 

@@ -670,6 +670,9 @@ class ChargePlan:
     current: dict[tuple[str, datetime], BudgetPeriod]
     increments: dict[PeriodKey, Decimal]
     settle_ids: set[uuid.UUID]
+    # A key bound to a profile acts only for it: it settles that profile's
+    # reservations only (None: any of the organization's).
+    settle_profile_id: object | None = None
 
 
 def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[BudgetState]:
@@ -682,14 +685,20 @@ def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[Budge
 
 
 def budget_charge_plan(
-    *, org: Organization, charges: Sequence[Charge], states: list[BudgetState] | None = None
+    *,
+    org: Organization,
+    charges: Sequence[Charge],
+    states: list[BudgetState] | None = None,
+    settle_profile_id: object | None = None,
 ) -> ChargePlan:
     """The first half of ``budget_charge``: read the budgets with their current
     periods (one query: nearly every charge falls in the current period) and
     sum the increments. A caller that takes other row locks in the same
     transaction plans before taking them, so those locks wait less.
     ``states``: that read, done by the caller with its own reads (every budget
-    that may match the charges, read just now with ``open_missing=False``)."""
+    that may match the charges, read just now with ``open_missing=False``).
+    ``settle_profile_id``: settle only reservations taken for this profile (a
+    key bound to it records the charges); the others cited stay held."""
     current = states
     if current is None:
         current = budget_states_now(
@@ -723,6 +732,7 @@ def budget_charge_plan(
         current={(str(s.budget.pk), s.period.start): s.period for s in current if s.period.pk},
         increments=increments,
         settle_ids={c.reservation_id for c in charges if c.reservation_id},
+        settle_profile_id=settle_profile_id,
     )
 
 
@@ -732,7 +742,9 @@ def budget_charge_apply(plan: ChargePlan) -> list[BudgetState]:
     increments, by_id = plan.increments, plan.budgets
     if not by_id and not plan.settle_ids:
         return []
-    _, releases, _ = _claim_reservations(plan.org, plan.settle_ids, Reservation.Status.SETTLED)
+    _, releases, _ = _claim_reservations(
+        plan.org, plan.settle_ids, Reservation.Status.SETTLED, profile_id=plan.settle_profile_id
+    )
     touched: dict[int, BudgetPeriod] = {}
     keys = _in_lock_order(set(increments) | set(releases))
     # One read for every period already open; only missing ones are opened.
@@ -946,19 +958,21 @@ def _apply(period: BudgetPeriod, *, spent: Decimal, release: Decimal) -> None:
 
 
 def _claim_reservations(
-    org: Organization, ids: Iterable[uuid.UUID], status: str
+    org: Organization, ids: Iterable[uuid.UUID], status: str, *, profile_id: object | None = None
 ) -> tuple[list[uuid.UUID], dict[PeriodKey, Decimal], dict[PeriodKey, BudgetPeriod]]:
     """Move held reservations to ``status`` (only those still held: the row
     count decides, so a retry or a race releases nothing twice) and return the
-    amounts to take off each period's ``reserved``, with those periods."""
+    amounts to take off each period's ``reserved``, with those periods. With
+    ``profile_id``, only reservations taken for that profile."""
     ids = list(ids)
     if not ids:
         return [], {}, {}
+    held = Reservation.objects.filter(organization=org, status=Reservation.Status.HELD)
+    if profile_id is not None:
+        held = held.filter(profile_id=profile_id)
     won = []
     for rid in sorted(ids, key=str):
-        if Reservation.objects.filter(
-            pk=rid, organization=org, status=Reservation.Status.HELD
-        ).update(status=status, ended_at=timezone.now()):
+        if held.filter(pk=rid).update(status=status, ended_at=timezone.now()):
             won.append(rid)
     releases: dict[PeriodKey, Decimal] = defaultdict(Decimal)
     periods: dict[PeriodKey, BudgetPeriod] = {}
@@ -977,15 +991,22 @@ def _release_holds(
         _apply(periods[key], spent=Decimal(0), release=releases[key])
 
 
-def reservation_release(*, org: Organization, reservation_id: uuid.UUID) -> Reservation:
+def reservation_release(
+    *, org: Organization, reservation_id: uuid.UUID, profile_id: object | None = None
+) -> Reservation:
     """Release a hold. Raises ReservationNotFound for an unknown id or another
-    tenant's; releasing a reservation no longer held changes nothing."""
-    reservation = Reservation.objects.filter(pk=reservation_id, organization=org).first()
+    tenant's (with ``profile_id``, also another profile's: a key bound to a
+    profile acts only for it); releasing a reservation no longer held changes
+    nothing."""
+    found = Reservation.objects.filter(pk=reservation_id, organization=org)
+    if profile_id is not None:
+        found = found.filter(profile_id=profile_id)
+    reservation = found.first()
     if reservation is None:
         raise ReservationNotFound(str(reservation_id))
     with transaction.atomic():
         _, releases, periods = _claim_reservations(
-            org, [reservation_id], Reservation.Status.RELEASED
+            org, [reservation_id], Reservation.Status.RELEASED, profile_id=profile_id
         )
         _release_holds(releases, periods)
     reservation.refresh_from_db()

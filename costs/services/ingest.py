@@ -181,6 +181,8 @@ def usage_record(
     now = timezone.now()
     tz = org.tz
     api_key_id = api_key.pk if api_key is not None else None
+    # A key bound to a profile acts only for it: it settles only its reservations.
+    bound_profile_id = api_key.profile_id if api_key is not None else None
     # A batch names a handful of models: resolve each name once.
     resolved: dict[tuple[str, str], ResolvedModel | None] = {}
     for e in events:
@@ -251,7 +253,7 @@ def usage_record(
         written = _record_one(org, ordered[0], named, shared, ahead)
     if written is None:
         with transaction.atomic():
-            written = _record(org, ordered, named, shared, ahead)
+            written = _record(org, ordered, named, shared, ahead, bound_profile_id)
     profiles, inserted, states = written
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)
 
@@ -333,10 +335,13 @@ def _record(
     named: dict[str, str],
     shared: dict[str, object],
     ahead: Ahead | None = None,
+    bound_profile_id: object | None = None,
 ) -> Written:
     """In the caller's transaction: the rows not recorded yet, their rollups and
     their budget charges. (profiles, rows inserted, budget states). ``ahead``:
-    the profiles and budgets, if read already."""
+    the profiles and budgets, if read already; ``bound_profile_id``: the
+    profile the recording key is bound to (it settles only that profile's
+    reservations)."""
     profiles = _with_profiles(org, rows, named, ahead.profiles if ahead else None)
     inserted_ids = _insert_events(rows, shared=shared)
     inserted = [r for r in rows if r["id"] in inserted_ids]
@@ -349,6 +354,7 @@ def _record(
             org=org,
             charges=[_charge(r, dims) for r in inserted],
             states=ahead.states if ahead else None,
+            settle_profile_id=bound_profile_id,
         )
         rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
         states = budget_charge_apply(plan)

@@ -54,7 +54,18 @@ class TenantApiView(APIView):
     scopes: ClassVar[dict[str, str | None]] = {}
 
     def required_scope(self, request: Request) -> str | None:
-        return self.scopes.get(request.method or "GET", self.scopes.get("*"))
+        # HEAD runs the GET handler, so it needs what GET needs.
+        method = request.method or "GET"
+        if method == "HEAD":
+            method = "GET"
+        return self.scopes.get(method, self.scopes.get("*"))
+
+    @property
+    def bound_profile_id(self) -> object | None:
+        """The id of the profile the request's key is bound to, if any: such a
+        key acts only for that profile."""
+        profile = self.request.profile  # type: ignore[attr-defined]
+        return profile.pk if profile is not None else None
 
     def check_permissions(self, request: Request) -> None:
         self._resolve_tenant(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -38,7 +39,17 @@ class AlertOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class AlertListApi(TenantApiView):
+class _AlertsView(TenantApiView):
+    def profile_alerts(self) -> models.QuerySet[Alert]:
+        """The alerts this credential may see: a key bound to a profile sees
+        only that profile's (it acts only for it)."""
+        alerts = Alert.objects.all()
+        if (profile := self.request.profile) is not None:  # type: ignore[attr-defined]
+            alerts = alerts.filter(profile=profile)
+        return alerts
+
+
+class AlertListApi(_AlertsView):
     # API.md: all four alert endpoints need `manage` (budgets split read/write;
     # alerts do not: a read-only key sees the unread count on the dashboard).
     scopes = {"GET": "manage"}
@@ -54,9 +65,9 @@ class AlertListApi(TenantApiView):
         operation_id="alerts_list",
     )
     def get(self, request: Request) -> Response:
-        alerts = self.scoped(Alert.objects.all()).select_related("profile").order_by("-created_at")
-        if request.profile is not None:  # type: ignore[attr-defined]
-            alerts = alerts.filter(profile=request.profile)  # type: ignore[attr-defined]
+        alerts = (
+            self.scoped(self.profile_alerts()).select_related("profile").order_by("-created_at")
+        )
         unread = request.query_params.get("unread")
         if unread not in (None, "", "0", "1", "true", "false"):
             raise ApiError("The query is invalid; see details.", details={"unread": "Use 1 or 0."})
@@ -69,11 +80,12 @@ class AlertListApi(TenantApiView):
         return paginator.get_paginated_response(AlertOutputSerializer(page, many=True).data)
 
 
-class _AlertAction(TenantApiView):
+class _AlertAction(_AlertsView):
     scopes = {"POST": "manage"}
 
     def alert(self, alert_id: uuid.UUID) -> Alert:
-        return self.get_scoped_or_404(Alert.objects.all(), pk=alert_id)
+        # A key bound to a profile sees and changes only that profile's alerts.
+        return self.get_scoped_or_404(self.profile_alerts(), pk=alert_id)
 
 
 class AlertReadApi(_AlertAction):
@@ -101,4 +113,6 @@ class AlertReadAllApi(_AlertAction):
         operation_id="alerts_read_all",
     )
     def post(self, request: Request) -> Response:
-        return Response({"marked": alert_mark_read(org=self.org)})
+        return Response(
+            {"marked": alert_mark_read(org=self.org, profile=request.profile)}  # type: ignore[attr-defined]
+        )

@@ -238,7 +238,9 @@ class ReservationApi(TenantApiView):
     @extend_schema(responses={204: None}, operation_id="reservation_release")
     def delete(self, request: Request, reservation_id: uuid.UUID) -> Response:
         try:
-            reservation_release(org=self.org, reservation_id=reservation_id)
+            reservation_release(
+                org=self.org, reservation_id=reservation_id, profile_id=self.bound_profile_id
+            )
         except ReservationNotFound as exc:
             raise ApiError("Not found.", code="not_found", status_code=404) from exc
         return Response(status=204)
