@@ -4,7 +4,7 @@ rollups and the budget counters, never by scanning the ledger."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,13 +52,27 @@ class DayRange:
 def _as_local_date(value: str, org: Organization, field: str) -> date:
     try:
         if len(value) == 10:
-            return date.fromisoformat(value)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.combine(date.fromisoformat(value), time(12))
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise RangeError(field, "Use a date (2026-11-01) or an ISO 8601 timestamp.") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=org.tz)
-    return moment.astimezone(org.tz).date()
+    try:
+        local = moment.astimezone(org.tz).date()
+    except OverflowError as exc:  # past the calendar's ends once in the zone
+        raise RangeError(field, _OUT_OF_RANGE) from exc
+    if not _FIRST_DAY <= local <= _LAST_DAY:
+        raise RangeError(field, _OUT_OF_RANGE)
+    return local
+
+
+# A day's bounds are worked out in the organization's zone and in UTC, and the
+# day after the range is its end: the calendar's first and last days are out.
+_FIRST_DAY = date.min + timedelta(days=1)
+_LAST_DAY = date.max - timedelta(days=1)
+_OUT_OF_RANGE = f"Use a day from {_FIRST_DAY.isoformat()} to {_LAST_DAY.isoformat()}."
 
 
 def day_range(

@@ -739,6 +739,29 @@ def test_malformed_since_is_400_naming_since(world):
 
 
 @pytest.mark.parametrize("url", [URL, "/api/v1/profiles/p-01/dashboard"])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"since": "9999-12-30", "until": "9999-12-31"}, "until"),
+        ({"until": "9999-12-31T23:00:00-12:00"}, "until"),
+        ({"since": "0001-01-01T00:30:00+01:00"}, "since"),
+        ({"since": "0001-01-01"}, "since"),
+    ],
+)
+def test_days_at_the_ends_of_the_calendar_are_400_not_500(world, url, query, field):
+    resp = world["acme"].tenant.client().get(url, query)
+    assert resp.status_code == 400, resp.content
+    assert field in resp.json()["details"]
+
+
+def test_the_calendars_second_and_second_last_days_answer(world):
+    client = world["acme"].tenant.client()
+    resp = client.get(URL, {"since": "9999-12-29", "until": "9999-12-30"})
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["totals"]["requests"] == 0
+
+
+@pytest.mark.parametrize("url", [URL, "/api/v1/profiles/p-01/dashboard"])
 def test_dashboard_needs_the_read_scope(world, url):
     org = world["acme"]
     _, secret = make_key(org.tenant.org, scopes="ingest,check,manage")
