@@ -28,6 +28,7 @@ from costs.services import preflight_check
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
 from profiles.services import api_key_remembered
+from quotas.models import Budget
 from quotas.selectors import budget_status, tightest
 from quotas.services import (
     CheckResult,
@@ -194,11 +195,14 @@ class QuotaCheckApi(TenantApiView):
             status = budget_status(tight)
             headers["X-RateLimit-Limit"] = status["limit"]
             headers["X-RateLimit-Remaining"] = status["remaining"]
-            headers["X-RateLimit-Reset"] = str(int(tight.period.end.timestamp()))
+            if tight.budget.period != Budget.Period.TOTAL:  # a total budget never resets
+                headers["X-RateLimit-Reset"] = str(int(tight.period.end.timestamp()))
         if result.allowed:
             return Response(body, status=200, headers=headers)
-        wait = max(1, math.ceil((result.denied[0].period.end - timezone.now()).total_seconds()))
-        headers["Retry-After"] = str(wait)
+        if all(s.budget.period != Budget.Period.TOTAL for s in result.denied):
+            # The call passes once every budget refusing it has reset: the last reset.
+            last = max(s.period.end for s in result.denied)
+            headers["Retry-After"] = str(max(1, math.ceil((last - timezone.now()).total_seconds())))
         status_code = 402 if result.money_denied else 429
         names = ", ".join(s.budget.name for s in result.denied)
         return Response(
