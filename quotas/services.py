@@ -784,12 +784,21 @@ def _counter_changes(
     releases: Mapping[PeriodKey, Decimal],
 ) -> list[tuple[BudgetPeriod, Decimal, Decimal]]:
     """(period, add to spent, release from reserved) for each key whose period
-    row exists, in the keys' order."""
-    return [
-        (existing[(k[0], k[1])], increments.get(k, Decimal(0)), releases.get(k, Decimal(0)))
-        for k in keys
-        if (k[0], k[1]) in existing
-    ]
+    row exists, in the keys' order; one entry per row (two keys can name one
+    row: a hold's period as it was stored and as it is computed now, after a
+    budget's kind of period changed), so no change to a row is lost."""
+    changes: dict[int, tuple[BudgetPeriod, Decimal, Decimal]] = {}
+    for k in keys:
+        period = existing.get((k[0], k[1]))
+        if period is None:
+            continue
+        _, add, release = changes.get(period.pk, (period, Decimal(0), Decimal(0)))
+        changes[period.pk] = (
+            period,
+            add + increments.get(k, Decimal(0)),
+            release + releases.get(k, Decimal(0)),
+        )
+    return list(changes.values())
 
 
 def _touched_states(plan: ChargePlan, periods: Iterable[BudgetPeriod]) -> list[BudgetState]:
@@ -1060,9 +1069,17 @@ def reservations_purge(*, now: datetime | None = None, batch: int = 5_000) -> in
 _COUNTED = ("profile", "api_key", "provider", "model", "operation", "metric", "period")
 
 
+def _normalized(fields: dict[str, object]) -> dict[str, object]:
+    """Providers are matched as ingestion records them: trimmed, lower case."""
+    if isinstance(provider := fields.get("provider"), str):
+        fields["provider"] = provider.strip().lower()
+    return fields
+
+
 def budget_create(*, org: Organization, **fields: object) -> Budget:
     """Create a budget and open its current period at once, starting from what
     the ledger says its filters already used this period."""
+    fields = _normalized(fields)
     with transaction.atomic():
         budget = Budget(organization=org, **fields)
         budget.full_clean()
@@ -1072,20 +1089,32 @@ def budget_create(*, org: Organization, **fields: object) -> Budget:
 
 
 def budget_update(*, budget: Budget, **changes: object) -> Budget:
-    """Change a budget. When what it counts changes (filters, metric, period), the
-    current period's ``spent`` is recomputed from the ledger; holds stay."""
+    """Change a budget. When what it counts changes (filters, metric, period),
+    or it is switched back on (charges skip an inactive budget), the current
+    period's ``spent`` is recomputed from the ledger; holds stay."""
+    changes = _normalized(changes)
     recount = any(
         k in changes and getattr(budget, k) != v for k, v in changes.items() if k in _COUNTED
-    )
+    ) or (changes.get("active") is True and not budget.active)
     for key, value in changes.items():
         setattr(budget, key, value)
     budget.full_clean()
     with transaction.atomic():
         budget.save()
         org = budget.organization
-        (state,) = current_states(org, [budget], timezone.now())
+        now = timezone.now()
+        (state,) = current_states(org, [budget], now)
+        start, end = period_bounds(budget.period, org.tz, now)
+        if state.period.end != end:
+            # Another kind of period began at the same instant (a day and a
+            # month on the 1st): the row is this budget's, its end is the new kind's.
+            BudgetPeriod.objects.filter(pk=state.period.pk).update(end=end)
+            state.period.end = end
         if recount:
-            spent = spend_between(budget, state.period.start, state.period.end)
+            # The row first: a charge being committed finishes before the sum,
+            # which then includes it, instead of being overwritten by it.
+            list(BudgetPeriod.objects.select_for_update().filter(pk=state.period.pk).values("pk"))
+            spent = spend_between(budget, start, end)
             BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
     return budget
 

@@ -110,6 +110,7 @@ def model_canonical(*, model: str, provider: str = "") -> str:
     """The catalog's name for ``model`` (an alias becomes its model's slug), so a
     budget scoped to a model matches the events recorded under that model. With
     no provider, only exact slugs and aliases are looked up, across providers."""
+    provider = provider.strip().lower()
     if provider:
         resolved = _index.resolve(provider, model)
         return resolved.slug if resolved else model

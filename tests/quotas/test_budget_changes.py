@@ -1,0 +1,138 @@
+"""Changing a budget keeps its counter equal to the ledger: switched off and on
+again, re-scoped while a charge is being committed, or given another kind of
+period that starts at the same instant."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+import costs.services.ingest as ingest_module
+from costs.services import EventInput, usage_record
+from quotas.models import BudgetPeriod, Reservation
+from quotas.services import Dimensions, budget_create, budget_update, quota_check
+from quotas.spend import spend_between
+from tests.quotas.helpers import BUDGETS_URL, CHECK_URL, post_json
+
+DIMS = Dimensions(None, None, "acme-ai", "custom-x", "chat")
+
+
+def _event(key: str, cost: str = "0.30", **fields) -> EventInput:
+    """A call the client priced itself (no catalog needed)."""
+    return EventInput(
+        idempotency_key=key,
+        request_hash=f"h-{key}",
+        provider="acme-ai",
+        model="custom-x",
+        operation="chat",
+        usage={},
+        occurred_at=fields.pop("occurred_at", None) or timezone.now(),
+        cost=Decimal(cost),
+        **fields,
+    )
+
+
+def _counter(budget) -> BudgetPeriod:
+    return BudgetPeriod.objects.get(budget=budget)
+
+
+@pytest.mark.django_db
+def test_a_budget_switched_back_on_counts_what_it_missed_while_off(tenant_a):
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+    usage_record(org=org, events=[_event("k1")])
+    budget_update(budget=budget, active=False)
+    usage_record(org=org, events=[_event("k2"), _event("k3"), _event("k4")])
+    assert _counter(budget).spent == Decimal("0.30")  # charges skip an inactive budget
+    budget_update(budget=budget, active=True)
+    assert _counter(budget).spent == Decimal("1.20")
+    refused = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+    assert not refused.allowed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recount_waits_for_a_charge_being_committed_instead_of_overwriting_it(
+    tenant_a, monkeypatch
+):
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+    usage_record(org=org, events=[_event("k0")])
+    charged = threading.Event()
+    errors: list[BaseException] = []
+    after_charge = ingest_module._after_commit_checks
+
+    def slow_commit(*args):  # inside the ingestion's transaction, after the charge
+        after_charge(*args)
+        charged.set()
+        time.sleep(1.0)
+
+    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
+
+    def ingest() -> None:
+        try:  # nine events: the batch path, one transaction
+            usage_record(org=org, events=[_event(f"k{i}", "0.10") for i in range(1, 10)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    assert charged.wait(10)
+    budget_update(budget=budget, provider="acme-ai")  # re-scoped: recounted from the ledger
+    thread.join()
+    assert not errors, errors
+    period = _counter(budget)
+    assert period.spent == spend_between(budget, period.start, period.end) == Decimal("1.20")
+
+
+@pytest.mark.django_db
+def test_a_new_kind_of_period_starting_at_the_same_instant_gets_its_own_end(tenant_a):
+    org = tenant_a.org
+    with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("1.00"))
+        assert _counter(budget).end == datetime(2026, 12, 2, tzinfo=UTC)
+        budget_update(budget=budget, period="monthly")  # both start on Dec 1, 00:00 UTC
+        assert _counter(budget).end == datetime(2027, 1, 1, tzinfo=UTC)
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        assert held.allowed
+        usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
+    period = _counter(budget)
+    assert (period.spent, period.reserved) == (Decimal("0.40"), Decimal(0))
+    assert Reservation.objects.get(pk=held.reservation.pk).status == Reservation.Status.SETTLED
+
+
+@pytest.mark.django_db
+def test_a_hold_stored_under_the_old_kind_of_period_is_released_with_the_charge(tenant_a):
+    org = tenant_a.org
+    with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("1.00"))
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        budget_update(budget=budget, period="monthly")  # the hold's row keeps its place
+        usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
+    period = _counter(budget)
+    assert (period.spent, period.reserved) == (Decimal("0.40"), Decimal(0))
+
+
+@pytest.mark.django_db
+def test_a_budgets_provider_matches_whatever_its_case(tenant_a):
+    client = tenant_a.client()
+    created = post_json(
+        client, BUDGETS_URL, {"name": "Cap", "provider": " OpenAI ", "limit": "0.01"}
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["provider"] == "openai"
+    response = post_json(
+        client,
+        CHECK_URL,
+        {"provider": "OpenAI", "model": "custom-x", "estimate": {"cost": "5.00"}, "reserve": True},
+    )
+    assert response.status_code == 402, response.content
+    assert [b["name"] for b in response.json()["budgets"]] == ["Cap"]
