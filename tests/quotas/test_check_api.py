@@ -221,9 +221,7 @@ def test_retry_after_counts_down_to_the_end_of_the_period(tenant_a, catalog, fro
     assert response["Retry-After"] == "30"  # 30 s to 2026-12-01 00:00Z
 
 
-def test_retry_after_waits_for_the_last_of_the_refusing_budgets_to_reset(
-    tenant_a, catalog, frozen
-):
+def test_retry_after_waits_for_the_last_of_the_refusing_budgets_to_reset(tenant_a, catalog, frozen):
     money_budget(tenant_a.org, "0.02", name="Daily spend", period="daily")
     money_budget(tenant_a.org, "0.02", name="Monthly spend")
     response = check(tenant_a.client())
