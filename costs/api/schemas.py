@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from costs.pricing.normalize import UsageError, normalize_usage
+from quotas.periods import TOTAL_END, TOTAL_START
 
 MAX_BATCH = 1000
 MAX_TAGS = 50
@@ -61,8 +62,10 @@ def _aware(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp string with an offset")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must carry a UTC offset, e.g. 2026-11-22T10:00:00Z")
-    if not 2000 <= parsed.year <= 2999:
-        raise ValueError("must be between the years 2000 and 2999")
+    # In UTC: a budget that never resets counts [TOTAL_START, TOTAL_END), and
+    # an offset must not carry a moment out of it (2000-01-01T00:30+01:00 is 1999).
+    if not TOTAL_START <= parsed < TOTAL_END:
+        raise ValueError("must be between the years 2000 and 2999 (UTC)")
     return parsed
 
 

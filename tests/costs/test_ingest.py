@@ -410,6 +410,25 @@ def test_occurred_at_defaults_to_now(api):
     assert row.operation == "default"
 
 
+@pytest.mark.parametrize(
+    ("occurred_at", "accepted"),
+    [
+        ("2000-01-01T00:30:00+01:00", False),  # 1999-12-31T23:30Z
+        ("2000-01-01T00:00:00Z", True),
+        ("2999-12-31T23:30:00-01:00", False),  # 3000-01-01T00:30Z
+        ("2999-12-31T23:59:59Z", True),
+    ],
+)
+def test_occurred_at_must_fall_in_the_years_2000_to_2999_in_utc(api, occurred_at, accepted):
+    # Budgets that never reset count exactly that span: an event outside it
+    # would be charged to them and missing from their ledger sum.
+    response = post(api, event("edge", occurred_at=occurred_at))
+    assert response.status_code == (201 if accepted else 400), response.content
+    if not accepted:
+        assert "occurred_at" in response.json()["details"]
+        assert not UsageEvent.objects.exists()
+
+
 # -- idempotency -----------------------------------------------------------------------
 
 
