@@ -127,6 +127,18 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
     search_fields = ["external_id", "display_name"]
     readonly_fields = ["quota_and_usage"]
 
+    # Deleting goes through the service that keeps the rollups equal to the
+    # ledger (a deleted profile's events stay, without a profile).
+    def delete_model(self, request: HttpRequest, obj: Profile) -> None:
+        from costs.services.profiles import profiles_delete
+
+        profiles_delete(profiles=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:
+        from costs.services.profiles import profiles_delete
+
+        profiles_delete(profiles=list(queryset))
+
     @admin.display(description="Quota and usage this month")
     def quota_and_usage(self, obj: Profile) -> str:
         if obj.pk is None:

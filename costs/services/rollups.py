@@ -68,6 +68,32 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
             _upsert(part[start : start + 500], with_profile, sign)
 
 
+def rollup_fold_profiles(*, profile_ids: Iterable[object]) -> None:
+    """Move these profiles' rollup rows into their organization's rows without
+    a profile, in the caller's transaction: deleting a profile leaves its
+    events in the ledger without one (SET_NULL), and the rollups must keep
+    equalling the ledger (the plain SET_NULL would also collide with the row
+    of the same day, model and operation that has no profile)."""
+    ids = list(profile_ids)
+    if not ids:
+        return
+    rows = DailyUsage.objects.filter(profile_id__in=ids)
+    totals: dict[RollupKey, list[Decimal | int]] = {}
+    for values in rows.values_list(*KEY_COLUMNS, *SUM_COLUMNS):
+        org, day, _, provider, model, operation = values[: len(KEY_COLUMNS)]
+        key = (org, day, None, provider, model, operation)
+        sums = list(values[len(KEY_COLUMNS) :])
+        acc = totals.get(key)
+        totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
+    rows.delete()
+    # Key order, as every rollup writer takes its rows' locks.
+    ordered = sorted(
+        totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0])
+    )
+    for start in range(0, len(ordered), 500):
+        _upsert(ordered[start : start + 500], with_profile=False, sign=1)
+
+
 def _sums(
     priced: bool, meters: Sequence[int | Decimal], cost: Decimal, revenue: Decimal | None
 ) -> list[Decimal | int]:

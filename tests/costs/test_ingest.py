@@ -899,6 +899,44 @@ def test_daily_rollups_equal_the_ledger_grouped_the_same_way(catalog, tenant_a, 
     assert [(r.events, r.input_tokens, r.output_tokens) for r in no_profile] == [(2, 3000, 4000)]
 
 
+@pytest.mark.parametrize("via", ["service", "admin"])
+def test_deleting_a_profile_folds_its_rollups_into_the_rows_without_one(
+    catalog, tenant_a, tenant_b, alice, via
+):
+    from django.test import Client
+    from django.urls import reverse
+
+    from costs.services.profiles import profiles_delete
+
+    a, b = tenant_a.client(), tenant_b.client()
+    for client, body in [
+        (a, event("d1", profile="p1", occurred_at="2026-11-20T10:00:00Z")),
+        (a, event("d2", profile="p1", occurred_at="2026-11-20T11:00:00Z", revenue="0.05")),
+        (a, event("d3", profile="p2", occurred_at="2026-11-20T10:00:00Z")),
+        (a, event("d4", occurred_at="2026-11-20T12:00:00Z")),  # the row p1's joins
+        (a, event("d5", profile="p1", model="gpt-4o-mini", occurred_at="2026-11-21T10:00:00Z")),
+        (b, event("d1", profile="p1", occurred_at="2026-11-20T10:00:00Z")),
+    ]:
+        assert post(client, body).status_code == 201
+    p1 = Profile.objects.get(organization=tenant_a.org, external_id="p1")
+    if via == "service":
+        assert profiles_delete(profiles=[p1]) == 1
+    else:
+        admin = Client()
+        admin.force_login(alice)
+        url = reverse("admin:profiles_profile_delete", args=[p1.pk])
+        assert admin.post(url, {"post": "yes"}).status_code == 302
+    assert not Profile.objects.filter(pk=p1.pk).exists()
+    assert UsageEvent.objects.filter(organization=tenant_a.org, profile__isnull=True).count() == 4
+    for tenant in (tenant_a, tenant_b):
+        assert rollups_grouped(tenant.org) == ledger_grouped(tenant.org)
+    folded = DailyUsage.objects.get(
+        organization=tenant_a.org, profile__isnull=True, day=date(2026, 11, 20), model="gpt-4o"
+    )
+    assert (folded.events, folded.revenue) == (3, Decimal("0.05"))
+    assert DailyUsage.objects.filter(organization=tenant_b.org, profile__isnull=False).count() == 1
+
+
 def test_rollup_day_is_the_local_date_in_the_org_timezone(catalog, tenant_a, tenant_b):
     instant = "2026-11-21T16:30:00Z"  # 2026-11-22 01:30 in Tokyo
     a = post(tenant_a.client(), event("tz", occurred_at=instant))
