@@ -8,6 +8,7 @@ from django.db import transaction
 
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
+from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import model_resolve, price_book
 from costs.services.rollups import rollup_add
 from profiles.models import Organization
@@ -29,7 +30,8 @@ def usage_reprice(
     ``occurred_at``, exactly once: each event is claimed with a row lock
     (``SKIP LOCKED``, so concurrent runs split the work) and changed only while
     still unpriced; its rollup row moves by the difference and its budgets are
-    charged the new cost, in the same transaction."""
+    charged the new cost (or, where it moves to another model's name, moved
+    from its old dimensions' budgets to its new ones), in the same transaction."""
     stats = RepriceStats()
     base = UsageEvent.objects.filter(priced=False)
     if org is not None:
@@ -80,11 +82,25 @@ def _reprice_batch(events: list[UsageEvent]) -> int:
             e.cost_breakdown = {k: str(v) for k, v in result.lines.items()}
             before.append(old)
             after.append(e)
+            # The event may move to another model (an alias resolves to its
+            # model's name): the budgets of its old dimensions give back all it
+            # counted there, those of its new ones count it anew. A budget
+            # matching both keeps its counts and gains only the cost.
+            meters = {m: getattr(e, m) for m in METERS}
+            counted = budget_amounts(meters, old.cost)
+            charges.append(
+                Charge(
+                    dims=Dimensions(old.profile_id, old.api_key_id, old.provider, old.model,
+                                    old.operation),
+                    occurred_at=e.occurred_at,
+                    amounts={k: -v for k, v in counted.items()},
+                )
+            )  # fmt: skip
             charges.append(
                 Charge(
                     dims=Dimensions(e.profile_id, e.api_key_id, e.provider, e.model, e.operation),
                     occurred_at=e.occurred_at,
-                    amounts={"cost": e.cost},
+                    amounts=budget_amounts(meters, e.cost),
                 )
             )
         if not after:

@@ -180,6 +180,39 @@ def test_reprice_through_an_alias_added_to_an_existing_model(catalog, tenant_a):
 
 
 @pytest.mark.django_db
+def test_an_event_moving_to_its_models_name_moves_between_budgets(catalog, tenant_a):
+    from quotas.models import BudgetPeriod
+    from quotas.reconcile import periods_reconcile
+    from quotas.services import budget_create
+
+    def budget(name: str, **fields):
+        return budget_create(org=tenant_a.org, name=name, limit=Decimal(10**6), **fields)
+
+    by_model = budget("gpt-new calls", metric="requests", model="gpt-new")
+    by_name = budget("as sent", metric="requests", model=REQUESTED)
+    tokens = budget("all tokens", metric="total_tokens")
+    money = budget("all money")
+    with_time = {"at": datetime.now(UTC) - timedelta(minutes=5)}
+    _record(tenant_a, "u-1", **with_time)
+    assert BudgetPeriod.objects.get(budget=by_name).spent == 1  # recorded under the name sent
+    _price_gpt_new()
+
+    assert usage_reprice(org=tenant_a.org).repriced == 1
+
+    spent = {
+        b.name: BudgetPeriod.objects.get(budget=b).spent for b in (by_model, by_name, tokens, money)
+    }
+    # 1,000 x $3/M + 100 x $12/M = 0.0042
+    assert spent == {
+        "gpt-new calls": 1,
+        "as sent": 0,
+        "all tokens": 1100,
+        "all money": Decimal("0.0042"),
+    }
+    assert periods_reconcile(org=tenant_a.org) == []
+
+
+@pytest.mark.django_db
 def test_running_reprice_again_changes_nothing(catalog, tenant_a):
     for i in range(3):
         _record(tenant_a, f"u-{i}")
