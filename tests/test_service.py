@@ -58,6 +58,15 @@ def test_unknown_api_path_is_json_404():
     assert resp.json()["error"] == "not_found"
 
 
+def test_a_host_not_allowed_is_a_json_400_under_the_api_and_html_elsewhere():
+    api = Client(HTTP_HOST="evil.example").get("/api/v1/pricing")
+    assert api.status_code == 400
+    assert api.json()["error"] == "invalid"
+    page = Client(HTTP_HOST="evil.example").get("/admin/login/")
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")
+
+
 def test_invalid_json_is_400_with_contract_body(tenant_a):
     resp = tenant_a.client().generic(
         "GET", "/api/v1/profiles", data="{not json", content_type="application/json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -31,7 +32,13 @@ class EstimateIn(BaseModel):
 
 
 def _rate(value: Any) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
+    return None if value is None else format(Decimal(str(value)).normalize(), "f")
+
+
+def _tier(tier: dict[str, Any]) -> dict[str, Any]:
+    """A tier as stored, its rates as plain decimal strings like the unit prices
+    (the catalog may hold them in exponent form: "6.00000000000E-7")."""
+    return {**tier, "rates": {m: _rate(r) for m, r in tier.get("rates", {}).items()}}
 
 
 class PricingApi(TenantApiView):
@@ -88,7 +95,7 @@ class PricingApi(TenantApiView):
                         for m in METERS
                         if getattr(e.price, m) is not None
                     },
-                    "tiers": e.price.tiers,
+                    "tiers": [_tier(t) for t in e.price.tiers or []],
                 }
                 for e in page
             ]

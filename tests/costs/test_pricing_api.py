@@ -69,8 +69,17 @@ def test_pricing_shows_gemini_tier(catalog, tenant_a):
     assert entry["unit_prices"]["output_tokens"] == "0.00001"  # $10/M
     (tier,) = entry["tiers"]
     assert tier["threshold"] == 200000
-    assert Decimal(tier["rates"]["input_tokens"]) == Decimal("0.0000025")  # $2.50/M
-    assert Decimal(tier["rates"]["output_tokens"]) == Decimal("0.000015")  # $15/M
+    # Plain decimal strings, as the unit prices are (never exponent form).
+    assert tier["rates"]["input_tokens"] == "0.0000025"  # $2.50/M
+    assert tier["rates"]["output_tokens"] == "0.000015"  # $15/M
+
+
+def test_pricing_writes_every_tier_rate_as_a_plain_decimal(catalog, tenant_a):
+    entries = _pricing(tenant_a.client(), limit=500)
+    rates = [r for e in entries for t in e["tiers"] for r in t["rates"].values()]
+    assert rates, "the catalog fixture has tiered models"
+    for rate in rates:
+        assert "E" not in rate.upper() and Decimal(rate) > 0, rate
 
 
 def test_pricing_lists_the_whole_catalog_filtered_by_provider(catalog, tenant_a):
