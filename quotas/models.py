@@ -112,6 +112,17 @@ class Budget(BaseModel):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        super().clean()
+        # Calls, tokens, images and characters come whole: a limit of 2.5
+        # requests would be shown, and enforced, as 2.
+        if (
+            self.metric not in ("cost", "audio_seconds")
+            and self.limit is not None
+            and self.limit != self.limit.to_integral_value()
+        ):
+            raise ValidationError({"limit": f"A {self.metric} budget's limit is a whole number."})
+
     @property
     def is_money(self) -> bool:
         return self.metric == "cost"

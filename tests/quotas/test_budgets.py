@@ -643,6 +643,8 @@ BAD_INPUT = [
     ("api_key", {"api_key": "00000000-0000-4000-8000-000000000000"}),
     ("api_key", {"api_key": "not-a-uuid"}),
     ("name", {"name": ""}),
+    ("limit", {"metric": "requests", "limit": "2.5"}),
+    ("limit", {"metric": "total_tokens", "limit": "1000.000000000001"}),
 ]
 
 
@@ -659,6 +661,22 @@ def test_bad_budget_input_is_400_with_the_field_and_creates_nothing(
     assert field in response.json()["details"]
     assert not Budget.objects.exists()
     assert not BudgetPeriod.objects.exists()
+
+
+def test_fractional_limits_are_kept_for_money_and_audio_seconds(tenant_a, catalog, frozen):
+    client = tenant_a.client()
+    for metric in ("cost", "audio_seconds"):
+        body = {"name": metric, "metric": metric, "limit": "2.5"}
+        response = post_json(client, BUDGETS_URL, body)
+        assert response.status_code == 201, response.content
+        assert Decimal(response.json()["limit"]) == Decimal("2.5")
+    budget = Budget.objects.get(metric="cost")
+    # Switching a fractional limit to a count metric is refused, and changes nothing.
+    response = patch_json(client, f"{BUDGETS_URL}/{budget.pk}", {"metric": "requests"})
+    assert response.status_code == 400, response.content
+    assert "limit" in response.json()["details"]
+    budget.refresh_from_db()
+    assert budget.metric == "cost"
 
 
 def test_another_tenants_api_key_is_an_unknown_api_key(tenant_a, tenant_b, catalog, frozen):
