@@ -74,6 +74,12 @@ class UsageListApi(_LedgerReadBase):
 
 
 class UsageExportApi(_LedgerReadBase):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # ?format= chooses the file, not Accept: a client that sends
+        # "Accept: text/csv" gets its CSV (the renderers only write the JSON
+        # error bodies, which it gets whatever it accepts).
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         parameters=[
             *USAGE_FILTER_PARAMETERS,

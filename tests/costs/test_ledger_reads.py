@@ -297,6 +297,19 @@ def test_export_defaults_to_csv(ledger, tenant_a):
     assert len(rows) == 1 + 5
 
 
+@pytest.mark.parametrize("accept", ["text/csv", "text/csv, application/json;q=0.5", "*/*"])
+def test_export_answers_a_client_that_accepts_csv(ledger, tenant_a, accept):
+    client = tenant_a.client()
+    resp = client.get("/api/v1/usage/export", {"format": "csv"}, HTTP_ACCEPT=accept)
+    assert resp.status_code == 200
+    assert resp["Content-Type"].startswith("text/csv")
+    assert len(list(csv.reader(io.StringIO(_stream(resp))))) == 1 + 5
+    # Its errors are JSON, whatever it accepts.
+    bad = client.get("/api/v1/usage/export", {"format": "xml"}, HTTP_ACCEPT=accept)
+    assert bad.status_code == 400
+    assert bad.json()["details"]["format"]
+
+
 def test_export_json_parses_to_a_list_of_the_same_events(ledger, tenant_a):
     resp = tenant_a.client().get("/api/v1/usage/export", {"format": "json"})
     assert resp.status_code == 200
