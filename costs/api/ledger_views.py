@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,10 +38,73 @@ class UsageEventOutputSerializer(serializers.ModelSerializer):
 
 
 class LedgerCursorPagination(CursorPagination):
+    """Newest first, by (occurred_at, id): a cursor's position is both, so it
+    names one event even where many share a moment (a batch sent without
+    occurred_at). DRF's cursor keeps only the first ordering field and
+    counts ties with an offset, which broke the ``previous`` link of a page
+    inside a run of equal times (it answered an empty page)."""
+
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = ("-occurred_at", "-id")
+
+    def _get_position_from_instance(self, instance: Any, ordering: Any) -> str:
+        return f"{instance.occurred_at.isoformat()}|{instance.id}"
+
+    def _position(self, text: str) -> tuple[datetime, uuid.UUID]:
+        try:
+            at, _, pk = text.partition("|")
+            moment = datetime.fromisoformat(at)
+            if moment.tzinfo is None:
+                raise ValueError(at)
+            return moment, uuid.UUID(pk)
+        except ValueError as exc:
+            raise NotFound(self.invalid_cursor_message) from exc
+
+    def paginate_queryset(
+        self, queryset: QuerySet[UsageEvent], request: Request, view: Any = None
+    ) -> list[UsageEvent] | None:
+        # DRF's method, with the position filter on both fields (positions are
+        # unique, so the offset DRF keeps for ties stays 0).
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        if not self.page_size:
+            return None
+        self.base_url = request.build_absolute_uri()
+        self.ordering = self.get_ordering(request, queryset, view)
+        self.cursor = self.decode_cursor(request)
+        offset, reverse, current = self.cursor if self.cursor else (0, False, None)
+        queryset = queryset.order_by(*(("occurred_at", "id") if reverse else self.ordering))
+        if current is not None:
+            at, pk = self._position(current)
+            if reverse:  # the events before it on the page order: newer ones
+                queryset = queryset.filter(occurred_at__gte=at).filter(
+                    Q(occurred_at__gt=at) | Q(id__gt=pk)
+                )
+            else:
+                queryset = queryset.filter(occurred_at__lte=at).filter(
+                    Q(occurred_at__lt=at) | Q(id__lt=pk)
+                )
+        results = list(queryset[offset : offset + self.page_size + 1])
+        self.page = results[: self.page_size]
+        following = (
+            self._get_position_from_instance(results[-1], self.ordering)
+            if len(results) > len(self.page)
+            else None
+        )
+        if reverse:
+            self.page.reverse()
+            self.has_next = current is not None or offset > 0
+            self.has_previous = following is not None
+            self.next_position, self.previous_position = current, following
+        else:
+            self.has_next = following is not None
+            self.has_previous = current is not None or offset > 0
+            self.next_position, self.previous_position = following, current
+        if (self.has_previous or self.has_next) and self.template is not None:
+            self.display_page_controls = True
+        return self.page
 
 
 class _LedgerReadBase(TenantApiView):

@@ -181,6 +181,39 @@ def test_cursor_pagination_walks_events_sharing_one_timestamp_exactly_once(catal
     assert set(seen) == created
 
 
+def test_previous_links_walk_back_through_events_sharing_one_timestamp(catalog, tenant_a):
+    for i in range(7):  # five at one moment, between an older and a newer one
+        at = ["2026-11-14T08:00:00Z", "2026-11-16T08:00:00Z"][i - 5] if i >= 5 else None
+        body = {"provider": "openai", "model": "gpt-4o", "usage": {"input_tokens": 1}}
+        _record(tenant_a, f"tie-{i}", {**body, "occurred_at": at or "2026-11-15T08:00:00Z"})
+    client = tenant_a.client()
+    everything = _ids(client.get("/api/v1/usage?limit=100"))
+    assert len(everything) == 7
+    url, pages = "/api/v1/usage?limit=2", []
+    while url:
+        resp = client.get(url)
+        pages.append((url, _ids(resp)))
+        url = resp.json()["next"]
+    assert [i for _, page in pages for i in page] == everything
+    # From the last page back to the first, each previous link gives the page before.
+    url = client.get(pages[-1][0]).json()["previous"]
+    for _, page in reversed(pages[:-1]):
+        resp = client.get(url)
+        assert _ids(resp) == page
+        url = resp.json()["previous"]
+    assert url is None
+
+
+def test_a_tampered_cursor_is_404_not_500(ledger, tenant_a):
+    import base64
+
+    for position in ("not-a-time|x", "2026-11-15T08:00:00|00000000-0000-0000-0000-000000000000"):
+        cursor = base64.b64encode(f"o=0&r=0&p={position}".encode()).decode()
+        resp = tenant_a.client().get("/api/v1/usage", {"cursor": cursor})
+        assert resp.status_code == 404, position
+        assert resp.json()["error"] == "not_found"
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
