@@ -181,14 +181,21 @@ def test_cursor_pagination_walks_events_sharing_one_timestamp_exactly_once(catal
     assert set(seen) == created
 
 
-def test_previous_links_walk_back_through_events_sharing_one_timestamp(catalog, tenant_a):
-    for i in range(7):  # five at one moment, between an older and a newer one
-        at = ["2026-11-14T08:00:00Z", "2026-11-16T08:00:00Z"][i - 5] if i >= 5 else None
+@pytest.mark.parametrize(
+    "moments",
+    [
+        ["2026-11-15T08:00:00Z"] * 5,
+        ["2026-11-15T08:00:00Z"] * 5 + ["2026-11-14T08:00:00Z", "2026-11-16T08:00:00Z"],
+    ],
+    ids=["all-at-one-moment", "a-run-between-others"],
+)
+def test_previous_links_walk_back_through_events_sharing_one_timestamp(catalog, tenant_a, moments):
+    for i, at in enumerate(moments):
         body = {"provider": "openai", "model": "gpt-4o", "usage": {"input_tokens": 1}}
-        _record(tenant_a, f"tie-{i}", {**body, "occurred_at": at or "2026-11-15T08:00:00Z"})
+        _record(tenant_a, f"tie-{i}", {**body, "occurred_at": at})
     client = tenant_a.client()
     everything = _ids(client.get("/api/v1/usage?limit=100"))
-    assert len(everything) == 7
+    assert len(everything) == len(moments)
     url, pages = "/api/v1/usage?limit=2", []
     while url:
         resp = client.get(url)
