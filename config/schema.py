@@ -32,6 +32,9 @@ SPECIFIC = {
     "usage_record": {
         "409": "`idempotency_conflict`: this idempotency key was recorded with a different body.",
     },
+    "quota_check": {
+        "503": "`limiter_unavailable`: the limiter failed and the organization fails closed.",
+    },
 }
 
 

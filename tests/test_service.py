@@ -43,6 +43,25 @@ def test_schema_describes_the_api():
     assert "409" not in schema["paths"]["/api/v1/quota/check"]["post"]["responses"]
 
 
+def test_the_schema_is_valid_openapi_and_describes_the_checks_answers():
+    from drf_spectacular.validation import validate_schema
+
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    validate_schema(schema)  # raises on anything OpenAPI does not allow
+    components = schema["components"]["schemas"]
+    check = schema["paths"]["/api/v1/quota/check"]["post"]["responses"]
+    assert {"priced", "degraded"} <= set(components["QuotaCheckResult"]["properties"])
+    assert "degraded" not in components["QuotaCheckResult"]["required"]
+    for code in ("402", "429"):
+        ref = check[code]["content"]["application/json"]["schema"]["$ref"]
+        denied = components[ref.rsplit("/", 1)[1]]
+        assert {"error", "message", "details", "allowed", "budgets"} <= set(denied["required"])
+    assert check["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    assert "thresholds" in components["BudgetStatusOut"]["properties"]
+
+
 def test_docs_page_is_served_without_a_cdn():
     resp = Client().get("/api/docs/")
     assert resp.status_code == 200

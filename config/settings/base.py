@@ -178,6 +178,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Spend control plane API",
     "DESCRIPTION": "Prices AI API calls, keeps the ledger, enforces budgets before money is spent.",
     "VERSION": "1.0.0",
+    # 3.1: JSON Schema proper, which the pydantic request bodies are written in
+    # (an optional field is anyOf [..., {"type": "null"}], invalid in 3.0).
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

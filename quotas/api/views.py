@@ -69,17 +69,38 @@ class BudgetStatusOut(serializers.Serializer):
     period_start = serializers.DateTimeField()
     resets_at = serializers.DateTimeField(allow_null=True)
     action = serializers.CharField()
+    thresholds = serializers.ListField(child=serializers.IntegerField())
 
 
-CheckOut = inline_serializer(
-    "QuotaCheckResult",
-    {
+def _check_fields() -> dict[str, serializers.Field]:
+    # A new dict each time: a serializer class takes its fields out of the dict.
+    return {
         "allowed": serializers.BooleanField(),
         "estimated_cost": serializers.CharField(),
         "currency": serializers.CharField(),
+        "priced": serializers.BooleanField(
+            help_text="false when the estimate could not be priced (no price for the model)"
+        ),
+        "degraded": serializers.BooleanField(
+            required=False,
+            help_text="present (true) only when the limiter failed and the organization "
+            "fails open: allowed without a check",
+        ),
         "reservation_id": serializers.UUIDField(allow_null=True),
         "expires_at": serializers.DateTimeField(allow_null=True),
         "budgets": BudgetStatusOut(many=True),
+    }
+
+
+CheckOut = inline_serializer("QuotaCheckResult", _check_fields())
+# 402/429: the error body, with the check's body both at the top and in details.
+CheckDenied = inline_serializer(
+    "QuotaCheckDenied",
+    {
+        "error": serializers.CharField(help_text="quota_exceeded"),
+        "message": serializers.CharField(),
+        "details": inline_serializer("QuotaCheckDeniedDetails", _check_fields()),
+        **_check_fields(),
     },
 )
 
@@ -89,7 +110,7 @@ class QuotaCheckApi(TenantApiView):
 
     @extend_schema(
         request=QuotaCheckIn,
-        responses={200: CheckOut, 402: CheckOut, 429: CheckOut},
+        responses={200: CheckOut, 402: CheckDenied, 429: CheckDenied},
         operation_id="quota_check",
     )
     def post(self, request: Request) -> Response:
