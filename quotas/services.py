@@ -550,10 +550,13 @@ def _reserve_orm(
     """The reservation as ORM statements, for databases without data-modifying
     CTEs (SQLite, the quickstart's): rows first, conditional counter updates
     last, in budget order, all in one transaction."""
-    budgets = [s.budget for s in states]
     try:
         with transaction.atomic():
             _lock_timeout()
+            # The budgets as they stand now, not as read before (a limit
+            # lowered meanwhile holds); one deleted meanwhile is gone.
+            found = Budget.objects.in_bulk([s.budget.pk for s in states])
+            budgets = [found[s.budget.pk] for s in states if s.budget.pk in found]
             fresh = current_states(org, budgets, now)
             holds = _holds(fresh, amounts)
             reservation.save(force_insert=True)
@@ -587,14 +590,14 @@ def _reserve_sql() -> str:
         WITH cfg AS MATERIALIZED (
             SELECT set_config('lock_timeout', %s, true) AS lock_timeout
         ), req AS (
-            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[])
-                AS r(period_id, amount, lim)
+            SELECT * FROM unnest(%s::bigint[], %s::numeric[]) AS r(period_id, amount)
         ), locked AS (
-            SELECT p.id, p.spent, p.reserved FROM {_TABLE} p, cfg
+            SELECT p.id, p.spent, p.reserved, b.{qn("limit")} AS lim
+            FROM {_TABLE} p JOIN {Budget._meta.db_table} b ON b.id = p.budget_id, cfg
             WHERE p.id IN (SELECT period_id FROM req)
             ORDER BY p.budget_id, p.start FOR UPDATE OF p
         ), verdict AS (
-            SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= r.lim), true)
+            SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= l.lim), true)
                 AS ok
             FROM locked l JOIN req r ON r.period_id = l.id
         ), res AS (
@@ -609,7 +612,7 @@ def _reserve_sql() -> str:
             FROM req r, verdict WHERE verdict.ok AND p.id = r.period_id
             RETURNING p.id, p.spent, p.reserved
         )
-        SELECT v.ok, l.id, l.spent + l.reserved + r.amount <= r.lim,
+        SELECT v.ok, l.id, l.spent + l.reserved + r.amount <= l.lim,
                coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
         FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
     """  # noqa: S608 - table and column names are our own
@@ -620,7 +623,9 @@ def _reserve_statement(
 ) -> dict[int, tuple[bool, Decimal, Decimal]] | None:
     """PostgreSQL: the whole reservation in one statement. It locks the periods in
     (budget, start) order, the one lock order of every counter writer; decides
-    whether every hold fits; and only if all do, inserts the reservation and its
+    whether every hold fits, against each budget's limit as it stands when the
+    statement runs (not as read before: a limit lowered meanwhile holds); and
+    only if all do, inserts the reservation and its
     holds and adds them to ``reserved``. Returns each period's (fits, spent,
     reserved) after it, or None when a period row is missing.
 
@@ -638,7 +643,6 @@ def _reserve_statement(
         # out each list's element type.
         pg_array([s.period.pk for s, _ in holds]),
         pg_array([a for _, a in holds]),
-        pg_array([s.budget.limit for s, _ in holds]),
         len(holds),
     ]
     params += [

@@ -48,6 +48,7 @@ from quotas.services import (
     budget_matches,
     budget_states_now,
     budget_states_read,
+    budget_update,
     current_states,
     quota_check,
     reservations_purge,
@@ -119,6 +120,24 @@ def test_a_read_of_a_new_period_writes_nothing_and_a_reservation_opens_it(tenant
     assert BudgetPeriod.objects.count() == before
     budget_states_now(org, later)
     assert BudgetPeriod.objects.count() == before + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["one statement", "orm"])
+def test_a_limit_lowered_after_the_read_is_the_one_the_reservation_meets(tenant_a, frozen, path):
+    org = tenant_a.org
+    budget = budget_create(org=org, name="money", limit=Decimal("1.00"))
+    states = budget_states_now(org, NOW, open_missing=False, matching=[DIMS])
+    budget_update(budget=Budget.objects.get(pk=budget.pk), limit=Decimal("0.10"))
+    amounts = {"cost": Decimal("0.50")}
+    if path == "orm":  # SQLite's path
+        reservation = Reservation(id=uuid.uuid4(), organization=org, expires_at=NOW, estimate={})
+        result = _reserve_orm(org, reservation, states, amounts, NOW)
+    else:
+        result = quota_check(org=org, dims=DIMS, amounts=amounts, reserve=True, states=states)
+    assert not result.allowed
+    assert BudgetPeriod.objects.get(budget=budget).reserved == 0
+    assert not Reservation.objects.exists()
 
 
 @pytest.mark.django_db
