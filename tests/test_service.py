@@ -62,6 +62,22 @@ def test_the_schema_is_valid_openapi_and_describes_the_checks_answers():
     assert "thresholds" in components["BudgetStatusOut"]["properties"]
 
 
+def test_every_paged_list_documents_how_to_page():
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    lists = 0
+    for path, item in schema["paths"].items():
+        get = item.get("get")
+        ok = (get or {}).get("responses", {}).get("200", {})
+        ref = ok.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+        if not ref.rsplit("/", 1)[-1].startswith("Paginated"):
+            continue
+        lists += 1
+        names = {p["name"] for p in get.get("parameters", [])}
+        assert "limit" in names, path
+        assert {"offset", "cursor"} & names, path
+    assert lists >= 5  # usage, pricing, budgets, alerts, profiles
+
+
 def test_docs_page_is_served_without_a_cdn():
     resp = Client().get("/api/docs/")
     assert resp.status_code == 200

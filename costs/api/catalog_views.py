@@ -17,7 +17,7 @@ from costs.pricing.engine import METERS
 from costs.selectors.pricing import cost_estimate, pricing_in_force
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination, paginated
+from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
 
 
 class EstimateIn(BaseModel):
@@ -48,8 +48,7 @@ class PricingApi(TenantApiView):
         parameters=[
             OpenApiParameter("provider", str),
             OpenApiParameter("model", str),
-            OpenApiParameter("limit", int),
-            OpenApiParameter("offset", int),
+            *page_parameters(),
         ],
         responses=paginated(
             "PaginatedPricing",

@@ -17,6 +17,18 @@ class CreatedCursorPagination(CursorPagination):
     ordering = "-created_at"
 
 
+def page_parameters() -> list[object]:
+    """The OpenAPI query parameters of a capped limit/offset page."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    return [
+        OpenApiParameter(
+            "limit", int, description=f"at most {CappedLimitOffsetPagination.max_limit}"
+        ),
+        OpenApiParameter("offset", int),
+    ]
+
+
 def paginated(name: str, item: object, *, cursor: bool = False) -> object:
     """The OpenAPI shape of a page of ``item`` as these paginators render it."""
     from drf_spectacular.utils import inline_serializer

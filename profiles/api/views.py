@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from profiles.api.base import TenantApiView
-from profiles.api.pagination import CappedLimitOffsetPagination, paginated
+from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
 from profiles.models import Profile
 from profiles.selectors import profile_list
 
@@ -23,6 +23,7 @@ class ProfileListApi(TenantApiView):
     scopes = {"*": "read"}
 
     @extend_schema(
+        parameters=page_parameters(),
         responses=paginated("PaginatedProfiles", ProfileOutputSerializer(many=True)),
         operation_id="profiles_list",
     )

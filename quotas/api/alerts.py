@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination, paginated
+from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
 from quotas.alerts import alert_mark_read, alert_resolve
 from quotas.models import Alert
 
@@ -58,8 +58,7 @@ class AlertListApi(_AlertsView):
         parameters=[
             OpenApiParameter("unread", str, enum=["1", "0"]),
             OpenApiParameter("kind", str),
-            OpenApiParameter("limit", int),
-            OpenApiParameter("offset", int),
+            *page_parameters(),
         ],
         responses=paginated("PaginatedAlerts", AlertOutputSerializer(many=True)),
         operation_id="alerts_list",

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from costs.selectors.catalog import model_canonical
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
-from profiles.api.pagination import CappedLimitOffsetPagination, paginated
+from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
 from profiles.models import ApiKey
 from quotas.models import Budget, validate_thresholds
 from quotas.selectors import budget_list, budget_states, budget_status
@@ -135,6 +135,7 @@ class _BudgetBase(TenantApiView):
 
 class BudgetListApi(_BudgetBase):
     @extend_schema(
+        parameters=page_parameters(),
         responses=paginated("PaginatedBudgets", BudgetOutputSerializer(many=True)),
         operation_id="budgets_list",
     )
