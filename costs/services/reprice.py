@@ -10,7 +10,7 @@ from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import model_resolve, price_book
-from costs.services.rollups import rollup_add
+from costs.services.rollups import rollup_move
 from profiles.models import Organization
 from quotas.services import Charge, Dimensions, budget_charge
 
@@ -108,8 +108,7 @@ def _reprice_batch(events: list[UsageEvent]) -> int:
         UsageEvent.objects.bulk_update(
             after, ["priced", "cost", "price", "ai_model", "model", "cost_breakdown"]
         )
-        rollup_add(events=before, sign=-1)
-        rollup_add(events=after)
+        rollup_move(before=before, after=after)
         budget_charge(org=org, charges=charges)
         changed += len(after)
     return changed

@@ -30,14 +30,25 @@ def _key(e: UsageEvent) -> RollupKey:
     return (e.organization_id, e.day, e.profile_id, e.provider, e.model, e.operation)
 
 
+def _rows_of(events: Sequence[UsageEvent]) -> list[RollupRow]:
+    return [(_key(e), e.priced, [getattr(e, m) for m in METERS], e.cost, e.revenue) for e in events]
+
+
 def rollup_add(*, events: Sequence[UsageEvent], sign: int = 1) -> None:
     """Add (or with ``sign=-1`` take away) events' quantities to their rollup rows."""
-    rollup_add_rows(
-        rows=[
-            (_key(e), e.priced, [getattr(e, m) for m in METERS], e.cost, e.revenue) for e in events
-        ],
-        sign=sign,
-    )
+    rollup_add_rows(rows=_rows_of(events), sign=sign)
+
+
+def rollup_move(*, before: Sequence[UsageEvent], after: Sequence[UsageEvent]) -> None:
+    """Take events' quantities as they were (``before``) off their rollup rows and
+    add them as they are now (``after``, where a repriced event may have a new
+    cost and a new model name): one pass over every row touched, in key order,
+    as every rollup writer locks them. Two passes, one per side, could lock
+    the rows out of that order and deadlock with a batch."""
+    totals: dict[RollupKey, list[Decimal | int]] = {}
+    _add_totals(totals, _rows_of(before), -1)
+    _add_totals(totals, _rows_of(after), 1)
+    _write_totals(totals)
 
 
 def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
@@ -46,10 +57,24 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
     Rows are pre-aggregated per key (one statement may not touch a row twice) and
     written in key order, so concurrent ingests never deadlock on rollup rows."""
     totals: dict[RollupKey, list[Decimal | int]] = {}
+    _add_totals(totals, rows, sign)
+    _write_totals(totals)
+
+
+def _add_totals(
+    totals: dict[RollupKey, list[Decimal | int]], rows: Iterable[RollupRow], sign: int
+) -> None:
     for key, priced, meters, cost, revenue in rows:
         sums = _sums(priced, meters, cost, revenue)
+        if sign != 1:
+            sums = [sign * v for v in sums]
         acc = totals.get(key)
         totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
+
+
+def _write_totals(totals: dict[RollupKey, list[Decimal | int]]) -> None:
+    """Upsert ``totals`` (additive) in key order: rows with a profile, then
+    those without, each in key order."""
     if not totals:
         return
     ordered = sorted(
@@ -60,12 +85,12 @@ def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
         if not part:
             continue
         if connection.vendor == "postgresql" and len(part) > FEW_ROWS:
-            _upsert_arrays(part, with_profile, sign)
+            _upsert_arrays(part, with_profile)
             continue
         # A few rows (one event's), or SQLite: plain VALUES, which PostgreSQL
         # takes with less work than unpacking one-element arrays.
         for start in range(0, len(part), 500):
-            _upsert(part[start : start + 500], with_profile, sign)
+            _upsert(part[start : start + 500], with_profile)
 
 
 def rollup_fold_profiles(*, profile_ids: Iterable[object]) -> None:
@@ -86,12 +111,7 @@ def rollup_fold_profiles(*, profile_ids: Iterable[object]) -> None:
         acc = totals.get(key)
         totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
     rows.delete()
-    # Key order, as every rollup writer takes its rows' locks.
-    ordered = sorted(
-        totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0])
-    )
-    for start in range(0, len(ordered), 500):
-        _upsert(ordered[start : start + 500], with_profile=False, sign=1)
+    _write_totals(totals)
 
 
 def _sums(
@@ -164,12 +184,12 @@ def _conflict(with_profile: bool) -> str:
     )
 
 
-def _upsert_arrays(part: list, with_profile: bool, sign: int) -> None:
+def _upsert_arrays(part: list, with_profile: bool) -> None:
     """PostgreSQL: every row of ``part`` in one statement, a column per array, so
     the statement's text is the same whatever the number of rows."""
     keys = [_key_values(k, with_profile) for k, _ in part]
     columns = [list(c) for c in zip(*keys, strict=True)]
-    columns += [[sign * acc[i] for _, acc in part] for i in range(len(SUM_COLUMNS))]
+    columns += [[acc[i] for _, acc in part] for i in range(len(SUM_COLUMNS))]
     # Prepared: the same text for any number of rows.
     fetch(_upsert_sql(with_profile), [pg_array(c) for c in columns])
 
@@ -180,12 +200,12 @@ def _upsert_sql(with_profile: bool) -> str:
     return _upsert_from(with_profile, f"SELECT * FROM unnest({arrays})")  # noqa: S608
 
 
-def _upsert(chunk: list, with_profile: bool, sign: int) -> None:
+def _upsert(chunk: list, with_profile: bool) -> None:
     placeholders = "(" + ", ".join(["%s"] * (len(_keys(with_profile)) + len(SUM_COLUMNS))) + ")"
     params: list[object] = []
     for key, acc in chunk:
         params.extend(_db_value(v) for v in _key_values(key, with_profile))
-        params.extend(sign * acc[i] for i in range(len(SUM_COLUMNS)))
+        params.extend(acc[i] for i in range(len(SUM_COLUMNS)))
     fetch(_upsert_from(with_profile, "VALUES " + ", ".join([placeholders] * len(chunk))), params)
 
 

@@ -213,6 +213,23 @@ def test_an_event_moving_to_its_models_name_moves_between_budgets(catalog, tenan
 
 
 @pytest.mark.django_db
+def test_reprice_moves_rollups_in_one_pass_in_key_order(catalog, tenant_a):
+    from django.test.utils import CaptureQueriesContext
+
+    # Rows of both sides (as recorded, as repriced) for two profiles and none:
+    # one pass over them all in key order, as a batch locks them, so the two
+    # cannot deadlock; two passes (take off, then add) could lock out of order.
+    for i, profile in enumerate(["p-b", "p-a", None, "p-b"]):
+        _record(tenant_a, f"u-{i}", **({"profile": profile} if profile else {}))
+    _price_gpt_new()
+    with CaptureQueriesContext(connection) as captured:
+        assert usage_reprice(org=tenant_a.org).repriced == 4
+    upserts = [q["sql"] for q in captured.captured_queries if "INTO costs_dailyusage" in q["sql"]]
+    assert len(upserts) == 2  # rows with a profile, then rows without: one statement each
+    _assert_rollups_equal_ledger(tenant_a.org)
+
+
+@pytest.mark.django_db
 def test_running_reprice_again_changes_nothing(catalog, tenant_a):
     for i in range(3):
         _record(tenant_a, f"u-{i}")
