@@ -1095,8 +1095,10 @@ def budget_create(*, org: Organization, **fields: object) -> Budget:
 def budget_update(*, budget: Budget, **changes: object) -> Budget:
     """Change a budget. When what it counts changes (filters, metric, period),
     or it is switched back on (charges skip an inactive budget), the current
-    period's ``spent`` is recomputed from the ledger; holds stay."""
+    period's ``spent`` is recomputed from the ledger. Holds stay, except when
+    the metric changes: they are amounts of the old one, and are let go."""
     changes = _normalized(changes)
+    metric_changed = "metric" in changes and changes["metric"] != budget.metric
     recount = any(
         k in changes and getattr(budget, k) != v for k, v in changes.items() if k in _COUNTED
     ) or (changes.get("active") is True and not budget.active)
@@ -1109,17 +1111,31 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
         now = timezone.now()
         (state,) = current_states(org, [budget], now)
         start, end = period_bounds(budget.period, org.tz, now)
+        if not (recount or metric_changed or state.period.end != end):
+            return budget
+        # Its rows in start order, the one lock order of every counter writer,
+        # before any is changed: a charge being committed finishes first, and
+        # a recount then includes it instead of overwriting it.
+        rows = dict(
+            BudgetPeriod.objects.select_for_update()
+            .filter(budget=budget)
+            .order_by("start")
+            .values_list("pk", "reserved")
+        )
         if state.period.end != end:
             # Another kind of period began at the same instant (a day and a
             # month on the 1st): the row is this budget's, its end is the new kind's.
             BudgetPeriod.objects.filter(pk=state.period.pk).update(end=end)
             state.period.end = end
         if recount:
-            # The row first: a charge being committed finishes before the sum,
-            # which then includes it, instead of being overwritten by it.
-            list(BudgetPeriod.objects.select_for_update().filter(pk=state.period.pk).values("pk"))
             spent = spend_between(budget, start, end)
             BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
+        if metric_changed:
+            # Holds are amounts of the old metric (dollars, not tokens): the
+            # budget lets them go; their reservations keep their other holds.
+            held = [pk for pk, reserved in rows.items() if reserved > 0]
+            ReservationHold.objects.filter(period_id__in=held).delete()
+            BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
     return budget
 
 

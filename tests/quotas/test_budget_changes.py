@@ -122,6 +122,23 @@ def test_a_hold_stored_under_the_old_kind_of_period_is_released_with_the_charge(
 
 
 @pytest.mark.django_db
+def test_a_new_metric_lets_go_of_holds_taken_in_the_old_one(tenant_a):
+    org = tenant_a.org
+    money = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+    other = budget_create(org=org, name="Other", limit=Decimal("5.00"))
+    held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.75")}, reserve=True)
+    assert held.allowed
+    budget_update(budget=money, metric="requests", limit=Decimal(10))
+    # 0.75 dollars are not 0.75 requests: the hold on this budget is gone...
+    assert _counter(money).reserved == 0
+    assert (_counter(money).spent, _counter(other).reserved) == (0, Decimal("0.75"))
+    # ...and the reservation settles on its other budget alone.
+    usage_record(org=org, events=[_event("k1", "0.50", reservation_id=held.reservation.pk)])
+    assert (_counter(money).spent, _counter(money).reserved) == (1, 0)
+    assert (_counter(other).spent, _counter(other).reserved) == (Decimal("0.50"), 0)
+
+
+@pytest.mark.django_db
 def test_a_budgets_provider_matches_whatever_its_case(tenant_a):
     client = tenant_a.client()
     created = post_json(
