@@ -26,22 +26,24 @@ class Drift:
     reserved_after: Decimal
 
 
-def periods_reconcile(*, org: Organization, now: datetime | None = None) -> list[Drift]:
+def periods_reconcile(
+    *, org: Organization, now: datetime | None = None, budget_ids: list[object] | None = None
+) -> list[Drift]:
     """Recompute ``spent`` (from the ledger) and ``reserved`` (from live holds) of
-    every period of ``org`` that is open at ``now``; repair and report drift.
+    every period of ``org`` (of ``budget_ids`` only, if given) that is open at
+    ``now``; repair and report drift.
 
     Each period is locked while it is recomputed: an ingestion that already
     charged it has committed (so the ledger sum includes its events), and one
     that has not yet charged it waits and adds its amount after the repair."""
     now = now or timezone.now()
     drifts: list[Drift] = []
-    period_ids = list(
-        BudgetPeriod.objects.filter(
-            budget__organization=org, budget__active=True, start__lte=now, end__gt=now
-        )
-        .order_by("budget_id", "start")
-        .values_list("pk", flat=True)
+    periods = BudgetPeriod.objects.filter(
+        budget__organization=org, budget__active=True, start__lte=now, end__gt=now
     )
+    if budget_ids is not None:
+        periods = periods.filter(budget_id__in=budget_ids)
+    period_ids = list(periods.order_by("budget_id", "start").values_list("pk", flat=True))
     for period_id in period_ids:
         with transaction.atomic():
             period = (

@@ -20,6 +20,7 @@ commit only.
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,6 +39,8 @@ from profiles.models import Organization, Profile
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
 from quotas.spend import spend_between
+
+logger = logging.getLogger(__name__)
 
 _TABLE = BudgetPeriod._meta.db_table
 _BUDGETS = RowReader(Budget)
@@ -1080,15 +1083,44 @@ def _normalized(fields: dict[str, object]) -> dict[str, object]:
     return fields
 
 
+# An ingestion reads the budgets before it writes (a round trip for one event,
+# up to about a second for a large batch) and charges those it read: one in
+# flight when a budget appears, or is switched on or re-scoped, misses it,
+# and the ledger sum the budget opened or was recounted with did not have its
+# events yet. Once these seconds have passed the budget is reconciled against
+# the ledger (the hourly reconciliation would find it too, later).
+BUDGET_SETTLE_SECONDS = 10
+
+
+def _settle_later(budget: Budget) -> None:
+    """After the caller's transaction commits, queue the reconciliation of
+    ``budget`` BUDGET_SETTLE_SECONDS later."""
+
+    def enqueue() -> None:
+        from quotas.tasks import reconcile_counters
+
+        try:
+            reconcile_counters.apply_async(
+                kwargs={"org_id": str(budget.organization_id), "budget_ids": [str(budget.pk)]},
+                countdown=BUDGET_SETTLE_SECONDS,
+            )
+        except Exception:  # noqa: BLE001 - the hourly reconciliation catches up
+            logger.warning("could not queue the settling of budget %s", budget.pk, exc_info=True)
+
+    transaction.on_commit(enqueue)
+
+
 def budget_create(*, org: Organization, **fields: object) -> Budget:
     """Create a budget and open its current period at once, starting from what
-    the ledger says its filters already used this period."""
+    the ledger says its filters already used this period; reconciled again
+    once ingestions in flight have finished (``BUDGET_SETTLE_SECONDS``)."""
     fields = _normalized(fields)
     with transaction.atomic():
         budget = Budget(organization=org, **fields)
         budget.full_clean()
         budget.save()
         current_states(org, [budget], timezone.now())
+        _settle_later(budget)
     return budget
 
 
@@ -1130,6 +1162,7 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
         if recount:
             spent = spend_between(budget, start, end)
             BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
+            _settle_later(budget)
         if metric_changed:
             # Holds are amounts of the old metric (dollars, not tokens): the
             # budget lets them go; their reservations keep their other holds.

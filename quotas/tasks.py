@@ -61,10 +61,10 @@ def open_periods() -> int:
 
 
 @shared_task(name="quotas.reconcile_counters")
-def reconcile_counters(org_id: str | None = None) -> int:
+def reconcile_counters(org_id: str | None = None, budget_ids: list[str] | None = None) -> int:
     drift = 0
     for org in _orgs_with_budgets(org_id):
-        drift += len(periods_reconcile(org=org))
+        drift += len(periods_reconcile(org=org, budget_ids=budget_ids))
     if drift:
         send_notifications.delay()
     return drift

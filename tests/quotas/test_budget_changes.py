@@ -93,6 +93,54 @@ def test_a_recount_waits_for_a_charge_being_committed_instead_of_overwriting_it(
     assert period.spent == spend_between(budget, period.start, period.end) == Decimal("1.20")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_created_while_an_ingestion_is_in_flight_is_settled_after_it(
+    tenant_a, monkeypatch
+):
+    from quotas.services import BUDGET_SETTLE_SECONDS
+    from quotas.tasks import reconcile_counters
+
+    org = tenant_a.org
+    inside = threading.Event()
+    errors: list[BaseException] = []
+    queued: list[dict] = []
+    after_charge = ingest_module._after_commit_checks
+
+    def slow_commit(*args):  # inside the ingestion's transaction, after its charges
+        after_charge(*args)
+        inside.set()
+        time.sleep(1.0)
+
+    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
+    monkeypatch.setattr(reconcile_counters, "apply_async", lambda **options: queued.append(options))
+
+    def ingest() -> None:
+        try:
+            usage_record(org=org, events=[_event(f"k{i}", "0.10") for i in range(9)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    assert inside.wait(10)
+    budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+    thread.join()
+    assert not errors, errors
+    period = _counter(budget)
+    ledger = spend_between(budget, period.start, period.end)
+    # The budget opened from the ledger before the nine events were committed,
+    # and the ingestion had read the budgets before the budget existed.
+    assert (period.spent, ledger) == (0, Decimal("0.90"))
+    # Its creation queued a settling for once ingestions in flight are done.
+    (options,) = queued
+    assert options["countdown"] == BUDGET_SETTLE_SECONDS
+    assert options["kwargs"]["budget_ids"] == [str(budget.pk)]
+    reconcile_counters(**options["kwargs"])
+    assert _counter(budget).spent == Decimal("0.90")
+
+
 @pytest.mark.django_db
 def test_a_new_kind_of_period_starting_at_the_same_instant_gets_its_own_end(tenant_a):
     org = tenant_a.org
