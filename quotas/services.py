@@ -31,6 +31,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -1141,19 +1142,22 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
         budget.save()
         org = budget.organization
         now = timezone.now()
-        (state,) = current_states(org, [budget], now)
         start, end = period_bounds(budget.period, org.tz, now)
-        if not (recount or metric_changed or state.period.end != end):
-            return budget
-        # Its rows in start order, the one lock order of every counter writer,
-        # before any is changed: a charge being committed finishes first, and
-        # a recount then includes it instead of overwriting it.
+        # The rows it may change, in start order (the one lock order of every
+        # counter writer) and before the current period is opened below (its
+        # insert locks it, and it comes last): the open ones, the one starting
+        # where the new kind starts, and, for a new metric, those holding.
+        # A charge being committed finishes first, and a recount includes it.
+        may_change = Q(start__lte=now, end__gt=now) | Q(start=start)
+        if metric_changed:
+            may_change |= Q(reserved__gt=0)
         rows = dict(
             BudgetPeriod.objects.select_for_update()
-            .filter(budget=budget)
+            .filter(may_change, budget=budget)
             .order_by("start")
             .values_list("pk", "reserved")
         )
+        (state,) = current_states(org, [budget], now)
         if state.period.end != end:
             # Another kind of period began at the same instant (a day and a
             # month on the 1st): the row is this budget's, its end is the new kind's.

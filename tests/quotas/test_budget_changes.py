@@ -141,6 +141,54 @@ def test_a_budget_created_while_an_ingestion_is_in_flight_is_settled_after_it(
     assert _counter(budget).spent == Decimal("0.90")
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", [{"operation": "chat"}, {"metric": "requests", "limit": 10}])
+def test_a_change_just_after_midnight_and_a_settle_across_it_do_not_deadlock(
+    tenant_a, monkeypatch, change
+):
+    """The change opens today's period (its insert locks the row) while a
+    settle locks yesterday's row, where its hold is, then charges today's: the
+    change must not take yesterday's row after today's."""
+    import quotas.services as services
+
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("10"))
+    with time_machine.travel(datetime(2026, 12, 1, 23, 59, 50, tzinfo=UTC), tick=False):
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+    assert held.allowed
+    opened = threading.Event()
+    main = threading.get_ident()
+    open_period = services.current_states
+
+    def slow_open(*args, **kwargs):
+        states = open_period(*args, **kwargs)
+        if threading.get_ident() == main and not opened.is_set():
+            opened.set()
+            time.sleep(1.0)  # the settle now holds yesterday's row, waiting on today's
+        return states
+
+    monkeypatch.setattr(services, "current_states", slow_open)
+    errors: list[BaseException] = []
+
+    def settle() -> None:
+        try:
+            assert opened.wait(10)
+            event = _event("k1", "0.40", reservation_id=held.reservation.pk)
+            usage_record(org=org, events=[event])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with time_machine.travel(datetime(2026, 12, 2, 0, 0, 5, tzinfo=UTC), tick=False):
+        thread = threading.Thread(target=settle)
+        thread.start()
+        budget_update(budget=budget, **change)
+        thread.join()
+    assert not errors, errors
+    assert Reservation.objects.get(pk=held.reservation.pk).status == Reservation.Status.SETTLED
+
+
 @pytest.mark.django_db
 def test_a_new_kind_of_period_starting_at_the_same_instant_gets_its_own_end(tenant_a):
     org = tenant_a.org
