@@ -524,7 +524,7 @@ def _reserve(
             if denier is not None:
                 return CheckResult(allowed=False, states=states, denied=[denier])
             return CheckResult(allowed=True, states=states, reservation=reservation)
-        # A budget was deleted since the read (its period went with it): read again.
+        # A budget was deleted, or changed what it counts, since the read: read again.
         with _limiter_lock_timeout():
             states = _matching_states(org, dims, now, open_missing=True)
     raise LimiterUnavailable("the organization's budgets kept changing during the reservation")
@@ -594,11 +594,15 @@ def _reserve_sql() -> str:
         WITH cfg AS MATERIALIZED (
             SELECT set_config('lock_timeout', %s, true) AS lock_timeout
         ), req AS (
-            SELECT * FROM unnest(%s::bigint[], %s::numeric[]) AS r(period_id, amount)
+            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::text[])
+                AS r(period_id, amount, metric)
         ), locked AS (
             SELECT p.id, p.spent, p.reserved, b.{qn("limit")} AS lim
-            FROM {_TABLE} p JOIN {Budget._meta.db_table} b ON b.id = p.budget_id, cfg
-            WHERE p.id IN (SELECT period_id FROM req)
+            FROM {_TABLE} p JOIN {Budget._meta.db_table} b ON b.id = p.budget_id
+                JOIN req r ON r.period_id = p.id, cfg
+            -- The budget as it stands: one whose metric, action or state
+            -- changed since the read is missing, and the caller reads again.
+            WHERE b.metric = r.metric AND b.action = '{Budget.Action.BLOCK.value}' AND b.active
             ORDER BY p.budget_id, p.start FOR UPDATE OF p
         ), verdict AS (
             SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= l.lim), true)
@@ -631,7 +635,8 @@ def _reserve_statement(
     statement runs (not as read before: a limit lowered meanwhile holds); and
     only if all do, inserts the reservation and its
     holds and adds them to ``reserved``. Returns each period's (fits, spent,
-    reserved) after it, or None when a period row is missing.
+    reserved) after it, or None when a period row is missing or its budget
+    changed what it counts, its action or its state since it was read.
 
     Outside a transaction it is its own transaction: PostgreSQL commits it
     without another round trip, so a hot period's row lock is held for the
@@ -647,6 +652,7 @@ def _reserve_statement(
         # out each list's element type.
         pg_array([s.period.pk for s, _ in holds]),
         pg_array([a for _, a in holds]),
+        pg_array([s.budget.metric for s, _ in holds]),
         len(holds),
     ]
     params += [

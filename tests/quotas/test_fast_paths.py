@@ -141,6 +141,30 @@ def test_a_limit_lowered_after_the_read_is_the_one_the_reservation_meets(tenant_
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "amounts", "allowed", "reserved"),
+    [
+        # dollars are not requests: the hold is one request, as it counts now
+        ({"metric": "requests", "limit": Decimal(10)}, {"cost": Decimal("0.50"), "requests": 1},
+         True, 1),
+        ({"action": "warn"}, {"cost": Decimal("5")}, True, 0),  # warns now: no hold, no refusal
+        ({"active": False}, {"cost": Decimal("5")}, True, 0),
+    ],
+    ids=["metric", "action", "switched-off"],
+)  # fmt: skip
+def test_a_budget_changed_after_the_read_is_held_as_it_stands(
+    tenant_a, frozen, change, amounts, allowed, reserved
+):
+    org = tenant_a.org
+    budget = budget_create(org=org, name="money", limit=Decimal("1.00"))
+    states = budget_states_now(org, NOW, open_missing=False, matching=[DIMS])
+    budget_update(budget=Budget.objects.get(pk=budget.pk), **change)
+    result = quota_check(org=org, dims=DIMS, amounts=amounts, reserve=True, states=states)
+    assert result.allowed is allowed
+    assert BudgetPeriod.objects.get(budget=budget).reserved == reserved
+
+
+@pytest.mark.django_db
 def test_the_one_statement_reservation_holds_all_or_none(tenant_a, frozen):
     org = tenant_a.org
     _budgets(org)
