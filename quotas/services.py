@@ -515,14 +515,14 @@ def _reserve(
         holds = _holds(states, amounts)
         counters = _reserve_statement(reservation, holds)
         if counters is not None:
-            denier = None
+            deniers: list[BudgetState] = []
             for state, _amount in holds:
                 fits, spent, reserved = counters[state.period.pk]
                 state.period.spent, state.period.reserved = spent, reserved
-                if not fits and denier is None:
-                    denier = state
-            if denier is not None:
-                return CheckResult(allowed=False, states=states, denied=[denier])
+                if not fits:
+                    deniers.append(state)
+            if deniers:  # every budget the call would pass, not only the first
+                return CheckResult(allowed=False, states=states, denied=deniers)
             return CheckResult(allowed=True, states=states, reservation=reservation)
         # A budget was deleted, or changed what it counts, since the read: read again.
         with _limiter_lock_timeout():
@@ -577,10 +577,13 @@ def _reserve_orm(
                 state.period.spent, state.period.reserved = row
             return CheckResult(allowed=True, states=fresh, reservation=reservation)
     except _Denied as denied:
-        # Rolled back: read the counters as they stand, the denier among them.
+        # Rolled back: read the counters as they stand; every budget the call
+        # would pass refuses it (the first one found, at least).
         fresh = current_states(org, budgets, now, open_missing=False)
-        denier = next(s for s in fresh if s.budget.pk == denied.state.budget.pk)
-        return CheckResult(allowed=False, states=fresh, denied=[denier])
+        deniers = [
+            s for s in fresh if s.budget.action == Budget.Action.BLOCK and _would_exceed(s, amounts)
+        ] or [next(s for s in fresh if s.budget.pk == denied.state.budget.pk)]
+        return CheckResult(allowed=False, states=fresh, denied=deniers)
 
 
 _RESERVATION_FIELDS = list(Reservation._meta.concrete_fields)

@@ -39,6 +39,9 @@ from quotas.services import (
 logger = logging.getLogger(__name__)
 
 MAX_TTL = 24 * 3600
+# Retry-After when a budget that never resets (period "total") refuses: no
+# reset to wait for, only its limit being raised or holds let go; a day.
+NEVER_RESETS_RETRY_AFTER = 24 * 3600
 
 
 class QuotaCheckIn(BaseModel):
@@ -223,7 +226,10 @@ class QuotaCheckApi(TenantApiView):
         if all(s.budget.period != Budget.Period.TOTAL for s in result.denied):
             # The call passes once every budget refusing it has reset: the last reset.
             last = max(s.period.end for s in result.denied)
-            headers["Retry-After"] = str(max(1, math.ceil((last - timezone.now()).total_seconds())))
+            wait = max(1, math.ceil((last - timezone.now()).total_seconds()))
+        else:
+            wait = NEVER_RESETS_RETRY_AFTER
+        headers["Retry-After"] = str(wait)
         status_code = 402 if result.money_denied else 429
         names = ", ".join(s.budget.name for s in result.denied)
         return Response(

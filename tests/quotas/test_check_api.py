@@ -221,24 +221,35 @@ def test_retry_after_counts_down_to_the_end_of_the_period(tenant_a, catalog, fro
     assert response["Retry-After"] == "30"  # 30 s to 2026-12-01 00:00Z
 
 
-def test_retry_after_waits_for_the_last_of_the_refusing_budgets_to_reset(tenant_a, catalog, frozen):
+@pytest.mark.parametrize("reserve", [False, True])
+def test_retry_after_waits_for_the_last_of_the_refusing_budgets_to_reset(
+    tenant_a, catalog, frozen, reserve
+):
     money_budget(tenant_a.org, "0.02", name="Daily spend", period="daily")
     money_budget(tenant_a.org, "0.02", name="Monthly spend")
-    response = check(tenant_a.client())
+    response = check(tenant_a.client(), reserve=reserve)
     assert response.status_code == 402
     assert {s["name"] for s in response.json()["budgets"]} == {"Daily spend", "Monthly spend"}
     # Retrying when the day ends would still meet the monthly budget.
     assert response["Retry-After"] == str(SECONDS_TO_MONTH_END)
 
 
-def test_a_total_budget_that_refuses_gives_no_reset_to_wait_for(tenant_a, catalog, frozen):
+@pytest.mark.parametrize("reserve", [False, True])
+def test_a_total_budget_that_refuses_gives_no_reset_to_wait_for(tenant_a, catalog, frozen, reserve):
     money_budget(tenant_a.org, "0.02", name="Lifetime spend", period="total")
-    response = check(tenant_a.client())
+    client = tenant_a.client()
+    response = check(client, reserve=reserve)
     assert response.status_code == 402
     assert status_of(response.json(), "Lifetime spend")["resets_at"] is None
-    assert "Retry-After" not in response
+    # Retry-After, as on every refusal, but no year-3000 reset: a day.
+    assert response["Retry-After"] == "86400"
     assert "X-RateLimit-Reset" not in response
     assert dec(response["X-RateLimit-Remaining"]) == Decimal("0.02")
+    # With a daily budget refusing too, its midnight would still meet the total one.
+    money_budget(tenant_a.org, "0.02", name="Daily spend", period="daily")
+    response = check(client, reserve=reserve)
+    assert {s["name"] for s in response.json()["budgets"]} == {"Lifetime spend", "Daily spend"}
+    assert response["Retry-After"] == "86400"
 
 
 # -- denied: counts ------------------------------------------------------------------------
