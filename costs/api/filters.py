@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -9,6 +11,24 @@ from drf_spectacular.utils import OpenApiParameter
 
 from costs.models import UsageEvent
 from costs.selectors.ledger import with_tag
+
+
+class _UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 timestamp, in UTC: PostgreSQL refuses offsets of 16 hours
+    or more (Python takes up to 24), and the calendar's ends overflow."""
+
+    def to_python(self, value: object) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("Out of range.") from exc
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _UtcIsoDateTimeField
 
 
 def _tag_format(value: str) -> None:
@@ -20,8 +40,8 @@ class UsageEventFilter(django_filters.FilterSet):
     provider = django_filters.CharFilter(method="filter_provider", max_length=100)
     model = django_filters.CharFilter(field_name="model", max_length=200)
     operation = django_filters.CharFilter(field_name="operation", max_length=100)
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     tag = django_filters.CharFilter(method="filter_tag", max_length=600, validators=[_tag_format])
 
     class Meta:

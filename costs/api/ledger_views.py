@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -58,8 +58,9 @@ class LedgerCursorPagination(CursorPagination):
             moment = datetime.fromisoformat(at)
             if moment.tzinfo is None:
                 raise ValueError(at)
-            return moment, uuid.UUID(pk)
-        except ValueError as exc:
+            # In UTC: PostgreSQL refuses offsets of 16 hours or more.
+            return moment.astimezone(UTC), uuid.UUID(pk)
+        except (ValueError, OverflowError) as exc:
             raise NotFound(self.invalid_cursor_message) from exc
 
     def paginate_queryset(

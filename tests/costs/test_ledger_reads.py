@@ -211,6 +211,23 @@ def test_previous_links_walk_back_through_events_sharing_one_timestamp(catalog, 
     assert url is None
 
 
+def test_offsets_past_what_postgresql_takes_are_read_in_utc_not_a_500(ledger, tenant_a):
+    import base64
+
+    client = tenant_a.client()
+    # +20:00 is a valid ISO offset PostgreSQL refuses (it takes under 16 hours).
+    far = client.get("/api/v1/usage", {"since": "2026-11-12T20:00:00+20:00"})
+    utc = client.get("/api/v1/usage", {"since": "2026-11-12T00:00:00Z"})
+    assert far.status_code == utc.status_code == 200
+    assert _ids(far) == _ids(utc)
+    beyond = client.get("/api/v1/usage", {"until": "9999-12-31T23:00:00-12:00"})
+    assert beyond.status_code == 400
+    assert "until" in beyond.json()["details"]
+    position = "2026-11-15T08:00:00-16:00|00000000-0000-0000-0000-000000000000"
+    cursor = base64.b64encode(f"o=0&r=0&p={position}".encode()).decode()
+    assert client.get("/api/v1/usage", {"cursor": cursor}).status_code == 200
+
+
 def test_a_tampered_cursor_is_404_not_500(ledger, tenant_a):
     import base64
 
