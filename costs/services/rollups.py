@@ -10,6 +10,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import connection
+from django.db.models.functions import Collate
 
 from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
@@ -102,15 +103,25 @@ def rollup_fold_profiles(*, profile_ids: Iterable[object]) -> None:
     ids = list(profile_ids)
     if not ids:
         return
-    rows = DailyUsage.objects.filter(profile_id__in=ids)
+    # Locked in key order, as every rollup writer locks them, and read as
+    # locked: an ingestion committing meanwhile is waited for and its
+    # increment folded in, not deleted with the row.
+    text_order = [Collate(c, "C") if connection.vendor == "postgresql" else c
+                  for c in ("provider", "model", "operation")]  # fmt: skip
+    locked = list(
+        DailyUsage.objects.select_for_update()
+        .filter(profile_id__in=ids)
+        .order_by("organization_id", "day", "profile_id", *text_order)
+        .values_list("pk", *KEY_COLUMNS, *SUM_COLUMNS)
+    )
     totals: dict[RollupKey, list[Decimal | int]] = {}
-    for values in rows.values_list(*KEY_COLUMNS, *SUM_COLUMNS):
+    for _pk, *values in locked:
         org, day, _, provider, model, operation = values[: len(KEY_COLUMNS)]
         key = (org, day, None, provider, model, operation)
         sums = list(values[len(KEY_COLUMNS) :])
         acc = totals.get(key)
         totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
-    rows.delete()
+    DailyUsage.objects.filter(pk__in=[row[0] for row in locked]).delete()
     _write_totals(totals)
 
 
