@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.utils import timezone
@@ -32,13 +32,21 @@ class EstimateIn(BaseModel):
 
 
 def _rate(value: Any) -> str | None:
-    return None if value is None else format(Decimal(str(value)).normalize(), "f")
+    if value is None:
+        return None
+    try:
+        return format(Decimal(str(value)).normalize(), "f")
+    except InvalidOperation:  # an operator's typo in a tier: shown as entered
+        return str(value)
 
 
-def _tier(tier: dict[str, Any]) -> dict[str, Any]:
+def _tier(tier: Any) -> Any:
     """A tier as stored, its rates as plain decimal strings like the unit prices
     (the catalog may hold them in exponent form: "6.00000000000E-7")."""
-    return {**tier, "rates": {m: _rate(r) for m, r in tier.get("rates", {}).items()}}
+    rates = tier.get("rates") if isinstance(tier, dict) else None
+    if not isinstance(rates, dict):
+        return tier
+    return {**tier, "rates": {m: _rate(r) for m, r in rates.items()}}
 
 
 class PricingApi(TenantApiView):

@@ -74,6 +74,17 @@ def test_pricing_shows_gemini_tier(catalog, tenant_a):
     assert tier["rates"]["output_tokens"] == "0.000015"  # $15/M
 
 
+def test_a_tier_entered_badly_in_the_admin_is_shown_not_a_500(catalog, tenant_a):
+    price = _global_price("gpt-4o")
+    price.tiers = [{"threshold": 1000, "rates": None}, {"threshold": 2000, "rates": {"x": "n/a"}}]
+    price.save()
+    (entry,) = _pricing(tenant_a.client(), provider="openai", model="gpt-4o")
+    assert entry["tiers"] == [
+        {"threshold": 1000, "rates": None},
+        {"threshold": 2000, "rates": {"x": "n/a"}},
+    ]
+
+
 def test_pricing_writes_every_tier_rate_as_a_plain_decimal(catalog, tenant_a):
     entries = _pricing(tenant_a.client(), limit=500)
     rates = [r for e in entries for t in e["tiers"] for r in t["rates"].values()]
