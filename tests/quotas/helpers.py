@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -113,3 +114,58 @@ def run_threads(
     hung = [t.name for t in threads if t.is_alive()]
     assert not hung, f"threads did not finish within {timeout}s (deadlock?): {hung}"
     return errors
+
+
+@contextmanager
+def ingestion_in_flight(
+    monkeypatch: Any, org: Any, events: list[Any], *, hold: float = 1.0
+) -> Iterator[None]:
+    """Record ``events`` (``costs.services.usage_record``) in another thread
+    that stops inside its transaction, after its ledger rows, rollups and
+    charges and before its COMMIT, for ``hold`` seconds: the body runs while
+    the ingestion is in flight. On leaving, waits for the ingestion and fails
+    with its error, if it had one."""
+    import costs.services.ingest as ingest_module
+    from costs.services import usage_record
+
+    inside = threading.Event()
+    after_charge = ingest_module._after_commit_checks
+
+    def slow_commit(*args: Any) -> None:
+        after_charge(*args)
+        inside.set()
+        time.sleep(hold)
+
+    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
+    errors = []
+    thread = threading.Thread(
+        target=lambda: errors.extend(run_threads(1, lambda _: usage_record(org=org, events=events)))
+    )
+    thread.start()
+    assert inside.wait(10), "the ingestion did not reach its commit"
+    try:
+        yield
+    finally:
+        thread.join(timeout=60)
+    assert not errors, errors
+
+
+def priced_call(key: str, cost: str = "0.30", **fields: Any) -> Any:
+    """An event for ``costs.services.usage_record`` that the client priced
+    itself (provider acme-ai, model custom-x, operation chat): no catalog
+    needed. ``fields`` are other EventInput fields (occurred_at defaults to now)."""
+    from django.utils import timezone
+
+    from costs.services import EventInput
+
+    return EventInput(
+        idempotency_key=key,
+        request_hash=f"h-{key}",
+        provider="acme-ai",
+        model="custom-x",
+        operation="chat",
+        usage=fields.pop("usage", {}),
+        occurred_at=fields.pop("occurred_at", None) or timezone.now(),
+        cost=Decimal(cost),
+        **fields,
+    )

@@ -12,31 +12,23 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.db import connection
-from django.utils import timezone
 
-import costs.services.ingest as ingest_module
-from costs.services import EventInput, usage_record
+from costs.services import usage_record
 from quotas.models import BudgetPeriod, Reservation
 from quotas.services import Dimensions, budget_create, budget_update, quota_check
 from quotas.spend import spend_between
-from tests.quotas.helpers import BUDGETS_URL, CHECK_URL, post_json
+from tests.quotas.helpers import (
+    BUDGETS_URL,
+    CHECK_URL,
+    ingestion_in_flight,
+    post_json,
+    priced_call,
+)
 
 DIMS = Dimensions(None, None, "acme-ai", "custom-x", "chat")
 
 
-def _event(key: str, cost: str = "0.30", **fields) -> EventInput:
-    """A call the client priced itself (no catalog needed)."""
-    return EventInput(
-        idempotency_key=key,
-        request_hash=f"h-{key}",
-        provider="acme-ai",
-        model="custom-x",
-        operation="chat",
-        usage={},
-        occurred_at=fields.pop("occurred_at", None) or timezone.now(),
-        cost=Decimal(cost),
-        **fields,
-    )
+_event = priced_call
 
 
 def _counter(budget) -> BudgetPeriod:
@@ -64,31 +56,9 @@ def test_a_recount_waits_for_a_charge_being_committed_instead_of_overwriting_it(
     org = tenant_a.org
     budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
     usage_record(org=org, events=[_event("k0")])
-    charged = threading.Event()
-    errors: list[BaseException] = []
-    after_charge = ingest_module._after_commit_checks
-
-    def slow_commit(*args):  # inside the ingestion's transaction, after the charge
-        after_charge(*args)
-        charged.set()
-        time.sleep(1.0)
-
-    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
-
-    def ingest() -> None:
-        try:  # nine events: the batch path, one transaction
-            usage_record(org=org, events=[_event(f"k{i}", "0.10") for i in range(1, 10)])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=ingest)
-    thread.start()
-    assert charged.wait(10)
-    budget_update(budget=budget, provider="acme-ai")  # re-scoped: recounted from the ledger
-    thread.join()
-    assert not errors, errors
+    nine = [_event(f"k{i}", "0.10") for i in range(1, 10)]  # the batch path, one transaction
+    with ingestion_in_flight(monkeypatch, org, nine):
+        budget_update(budget=budget, provider="acme-ai")  # re-scoped: recounted from the ledger
     period = _counter(budget)
     assert period.spent == spend_between(budget, period.start, period.end) == Decimal("1.20")
 
@@ -101,33 +71,10 @@ def test_a_budget_created_while_an_ingestion_is_in_flight_is_settled_after_it(
     from quotas.tasks import reconcile_counters
 
     org = tenant_a.org
-    inside = threading.Event()
-    errors: list[BaseException] = []
     queued: list[dict] = []
-    after_charge = ingest_module._after_commit_checks
-
-    def slow_commit(*args):  # inside the ingestion's transaction, after its charges
-        after_charge(*args)
-        inside.set()
-        time.sleep(1.0)
-
-    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
     monkeypatch.setattr(reconcile_counters, "apply_async", lambda **options: queued.append(options))
-
-    def ingest() -> None:
-        try:
-            usage_record(org=org, events=[_event(f"k{i}", "0.10") for i in range(9)])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=ingest)
-    thread.start()
-    assert inside.wait(10)
-    budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
-    thread.join()
-    assert not errors, errors
+    with ingestion_in_flight(monkeypatch, org, [_event(f"k{i}", "0.10") for i in range(9)]):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
     period = _counter(budget)
     ledger = spend_between(budget, period.start, period.end)
     # The budget opened from the ledger before the nine events were committed,
