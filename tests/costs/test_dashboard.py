@@ -762,6 +762,27 @@ def test_the_calendars_second_and_second_last_days_answer(world):
 
 
 @pytest.mark.parametrize("url", [URL, "/api/v1/profiles/p-01/dashboard"])
+def test_the_schema_describes_the_dashboard_as_it_answers(world, url):
+    from django.test import Client
+
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    components = schema["components"]["schemas"]
+
+    def shape(ref: str) -> dict:
+        return components[ref.rsplit("/", 1)[-1]]
+
+    body = world["acme"].tenant.client().get(url).json()
+    dashboard = shape("Dashboard")
+    assert set(body) == set(dashboard["properties"])
+    for name, value in body.items():
+        prop = dashboard["properties"][name]
+        if isinstance(value, dict):
+            assert set(value) == set(shape(prop["$ref"])["properties"]), name
+        elif isinstance(value, list) and value:
+            assert set(value[0]) == set(shape(prop["items"]["$ref"])["properties"]), name
+
+
+@pytest.mark.parametrize("url", [URL, "/api/v1/profiles/p-01/dashboard"])
 def test_dashboard_needs_the_read_scope(world, url):
     org = world["acme"]
     _, secret = make_key(org.tenant.org, scopes="ingest,check,manage")
