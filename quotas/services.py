@@ -1182,6 +1182,16 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
             held = [pk for pk, reserved in rows.items() if reserved > 0]
             ReservationHold.objects.filter(period_id__in=held).delete()
             BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
+        elif "period" in changes and any(pk != state.period.pk for pk in rows):
+            # A new kind of period: the holds on the old kind's open row move
+            # to the new current one, which reservations consult from now on.
+            others = [pk for pk in rows if pk != state.period.pk]
+            ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
+            for pk in [*others, state.period.pk]:
+                live = ReservationHold.objects.filter(
+                    period_id=pk, reservation__status=Reservation.Status.HELD
+                ).aggregate(total=models.Sum("amount"))["total"]
+                BudgetPeriod.objects.filter(pk=pk).update(reserved=live or Decimal(0))
     return budget
 
 

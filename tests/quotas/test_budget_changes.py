@@ -165,6 +165,27 @@ def test_a_hold_stored_under_the_old_kind_of_period_is_released_with_the_charge(
 
 
 @pytest.mark.django_db
+def test_holds_move_to_the_new_kind_of_period_and_still_count(tenant_a):
+    org = tenant_a.org
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("1.00"))
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.75")}, reserve=True)
+        daily = _counter(budget)
+        budget_update(budget=budget, period="monthly")  # starts Nov 1, not today
+        monthly = BudgetPeriod.objects.get(budget=budget, start=datetime(2026, 11, 1, tzinfo=UTC))
+        assert (monthly.reserved, BudgetPeriod.objects.get(pk=daily.pk).reserved) == (
+            Decimal("0.75"),
+            0,
+        )
+        # The hold still counts: 0.75 + 0.50 would pass the limit.
+        refused = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        assert not refused.allowed
+        usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
+    monthly.refresh_from_db()
+    assert (monthly.spent, monthly.reserved) == (Decimal("0.40"), 0)
+
+
+@pytest.mark.django_db
 def test_a_new_metric_lets_go_of_holds_taken_in_the_old_one(tenant_a):
     org = tenant_a.org
     money = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
