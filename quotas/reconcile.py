@@ -7,12 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from profiles.models import Organization
 from quotas.alerts import AlertSpec, alert_raise
-from quotas.models import Alert, BudgetPeriod, Reservation, ReservationHold
+from quotas.models import Alert, BudgetPeriod
+from quotas.services import period_held
 from quotas.spend import spend_between
 
 
@@ -50,9 +50,7 @@ def periods_reconcile(
                 BudgetPeriod.objects.select_for_update().select_related("budget").get(pk=period_id)
             )
             ledger = spend_between(period.budget, period.start, period.end)
-            held = ReservationHold.objects.filter(
-                period_id=period_id, reservation__status=Reservation.Status.HELD
-            ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+            held = period_held(period_id)
             if period.spent != ledger or period.reserved != held:
                 BudgetPeriod.objects.filter(pk=period_id).update(spent=ledger, reserved=held)
                 drifts.append(

@@ -983,6 +983,14 @@ def _apply(period: BudgetPeriod, *, spent: Decimal, release: Decimal) -> None:
         period.spent, period.reserved = row
 
 
+def period_held(period_id: int) -> Decimal:
+    """What the live holds on a period add up to: what its ``reserved`` is."""
+    total = ReservationHold.objects.filter(
+        period_id=period_id, reservation__status=Reservation.Status.HELD
+    ).aggregate(total=models.Sum("amount"))["total"]
+    return total or Decimal(0)
+
+
 def _claim_reservations(
     org: Organization, ids: Iterable[uuid.UUID], status: str, *, profile_id: object | None = None
 ) -> tuple[list[uuid.UUID], dict[PeriodKey, Decimal], dict[PeriodKey, BudgetPeriod]]:
@@ -1140,10 +1148,9 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
     period's ``spent`` is recomputed from the ledger. Holds stay, except when
     the metric changes: they are amounts of the old one, and are let go."""
     changes = _normalized(changes)
-    metric_changed = "metric" in changes and changes["metric"] != budget.metric
-    recount = any(
-        k in changes and getattr(budget, k) != v for k, v in changes.items() if k in _COUNTED
-    ) or (changes.get("active") is True and not budget.active)
+    changed = {k for k, v in changes.items() if getattr(budget, k) != v}
+    metric_changed = "metric" in changed
+    recount = bool(changed & set(_COUNTED)) or ("active" in changed and changes["active"] is True)
     for key, value in changes.items():
         setattr(budget, key, value)
     budget.full_clean()
@@ -1182,16 +1189,13 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
             held = [pk for pk, reserved in rows.items() if reserved > 0]
             ReservationHold.objects.filter(period_id__in=held).delete()
             BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
-        elif "period" in changes and any(pk != state.period.pk for pk in rows):
+        elif "period" in changed and any(pk != state.period.pk for pk in rows):
             # A new kind of period: the holds on the old kind's open row move
             # to the new current one, which reservations consult from now on.
             others = [pk for pk in rows if pk != state.period.pk]
             ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
             for pk in [*others, state.period.pk]:
-                live = ReservationHold.objects.filter(
-                    period_id=pk, reservation__status=Reservation.Status.HELD
-                ).aggregate(total=models.Sum("amount"))["total"]
-                BudgetPeriod.objects.filter(pk=pk).update(reserved=live or Decimal(0))
+                BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
     return budget
 
 
