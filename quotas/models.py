@@ -114,10 +114,9 @@ class Budget(BaseModel):
 
     def clean(self) -> None:
         super().clean()
-        # Calls, tokens, images and characters come whole: a limit of 2.5
-        # requests would be shown, and enforced, as 2.
+        # A limit of 2.5 requests would be shown, and enforced, as 2.
         if (
-            self.metric not in ("cost", "audio_seconds")
+            self.counts_whole
             and self.limit is not None
             and self.limit != self.limit.to_integral_value()
         ):
@@ -126,6 +125,12 @@ class Budget(BaseModel):
     @property
     def is_money(self) -> bool:
         return self.metric == "cost"
+
+    @property
+    def counts_whole(self) -> bool:
+        """Calls, tokens, images and characters come whole; money and audio
+        seconds do not."""
+        return self.metric not in (self.Metric.COST, self.Metric.AUDIO_SECONDS)
 
 
 class BudgetPeriod(models.Model):

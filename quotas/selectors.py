@@ -20,9 +20,9 @@ def format_amount(budget: Budget, value: Decimal) -> str:
     """Money with 12 places; counts as whole numbers (audio seconds keep decimals)."""
     if budget.is_money:
         return f"{value.quantize(MONEY_PLACES):f}"
-    if budget.metric == Budget.Metric.AUDIO_SECONDS:
-        return f"{value.normalize():f}"
-    return str(int(value))
+    if budget.counts_whole:
+        return str(int(value))
+    return f"{value.normalize():f}"
 
 
 def budget_status(state: BudgetState) -> dict[str, Any]:
