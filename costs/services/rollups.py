@@ -35,11 +35,6 @@ def _rows_of(events: Sequence[UsageEvent]) -> list[RollupRow]:
     return [(_key(e), e.priced, [getattr(e, m) for m in METERS], e.cost, e.revenue) for e in events]
 
 
-def rollup_add(*, events: Sequence[UsageEvent], sign: int = 1) -> None:
-    """Add (or with ``sign=-1`` take away) events' quantities to their rollup rows."""
-    rollup_add_rows(rows=_rows_of(events), sign=sign)
-
-
 def rollup_move(*, before: Sequence[UsageEvent], after: Sequence[UsageEvent]) -> None:
     """Take events' quantities as they were (``before``) off their rollup rows and
     add them as they are now (``after``, where a repriced event may have a new
@@ -52,13 +47,13 @@ def rollup_move(*, before: Sequence[UsageEvent], after: Sequence[UsageEvent]) ->
     _write_totals(totals)
 
 
-def rollup_add_rows(*, rows: Iterable[RollupRow], sign: int = 1) -> None:
-    """``rollup_add`` for events given as plain values (see ``RollupRow``).
+def rollup_add_rows(*, rows: Iterable[RollupRow]) -> None:
+    """Add events, given as plain values (see ``RollupRow``), to their rollup rows.
 
     Rows are pre-aggregated per key (one statement may not touch a row twice) and
     written in key order, so concurrent ingests never deadlock on rollup rows."""
     totals: dict[RollupKey, list[Decimal | int]] = {}
-    _add_totals(totals, rows, sign)
+    _add_totals(totals, rows, 1)
     _write_totals(totals)
 
 
@@ -69,8 +64,14 @@ def _add_totals(
         sums = _sums(priced, meters, cost, revenue)
         if sign != 1:
             sums = [sign * v for v in sums]
-        acc = totals.get(key)
-        totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
+        _accumulate(totals, key, sums)
+
+
+def _accumulate(
+    totals: dict[RollupKey, list[Decimal | int]], key: RollupKey, sums: list[Decimal | int]
+) -> None:
+    acc = totals.get(key)
+    totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
 
 
 def _write_totals(totals: dict[RollupKey, list[Decimal | int]]) -> None:
@@ -117,10 +118,9 @@ def rollup_fold_profiles(*, profile_ids: Iterable[object]) -> None:
     totals: dict[RollupKey, list[Decimal | int]] = {}
     for _pk, *values in locked:
         org, day, _, provider, model, operation = values[: len(KEY_COLUMNS)]
-        key = (org, day, None, provider, model, operation)
-        sums = list(values[len(KEY_COLUMNS) :])
-        acc = totals.get(key)
-        totals[key] = sums if acc is None else list(map(operator.add, acc, sums))
+        _accumulate(
+            totals, (org, day, None, provider, model, operation), values[len(KEY_COLUMNS) :]
+        )
     DailyUsage.objects.filter(pk__in=[row[0] for row in locked]).delete()
     _write_totals(totals)
 
