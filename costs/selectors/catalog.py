@@ -106,14 +106,19 @@ def catalog_cache_clear() -> None:
     _index.clear()
 
 
+def model_name(resolved: ResolvedModel | None, model: str) -> str:
+    """The name an event or a budget carries for ``model`` as sent: its catalog
+    model's, when the catalog knows it (``resolved``), else the name as sent."""
+    return resolved.slug if resolved else model
+
+
 def model_canonical(*, model: str, provider: str = "") -> str:
     """The catalog's name for ``model`` (an alias becomes its model's slug), so a
     budget scoped to a model matches the events recorded under that model. With
     no provider, only exact slugs and aliases are looked up, across providers."""
     provider = provider.strip().lower()
     if provider:
-        resolved = _index.resolve(provider, model)
-        return resolved.slug if resolved else model
+        return model_name(_index.resolve(provider, model), model)
     _index._ensure()
     lowered = model.lower()
     for idx in _index._by_provider.values():

@@ -34,7 +34,13 @@ from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import PriceBook, ResolvedModel, model_resolve, price_book
+from costs.selectors.catalog import (
+    PriceBook,
+    ResolvedModel,
+    model_name,
+    model_resolve,
+    price_book,
+)
 from costs.services.ahead import Ahead, read_ahead
 from costs.services.rollups import (
     LEDGER_RETURNING,
@@ -121,7 +127,7 @@ def _price_event(
     ev: EventInput, org: Organization, book: PriceBook, resolved: ResolvedModel | None
 ) -> tuple[str, int | None, object | None, Decimal, dict[str, str], bool]:
     """(model shown, ai_model id, price id, cost, breakdown, priced) for one event."""
-    shown = resolved.slug if resolved else ev.model
+    shown = model_name(resolved, ev.model)
     price = book.at(resolved.id, ev.occurred_at) if resolved else None
     if price is not None and not (ev.cost is not None and org.allow_client_pricing):
         result = price_usage(price.rates, ev.usage)
@@ -373,8 +379,7 @@ def _read_ahead(
     """``read_ahead`` for these events (their profiles by name)."""
     dims = set()
     for e in events:
-        model = resolved[e.provider, e.model]
-        shown = model.slug if model else e.model
+        shown = model_name(resolved[e.provider, e.model], e.model)
         dims.add(Dimensions(None, api_key_id, e.provider, shown, e.operation))
     return read_ahead(
         org=org,

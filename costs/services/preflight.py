@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from costs.selectors.budget_spend import budget_amounts
-from costs.selectors.catalog import model_resolve
+from costs.selectors.catalog import model_name, model_resolve
 from costs.selectors.pricing import cost_estimate
 from costs.services.ahead import read_ahead
 from profiles.models import ApiKey, Organization, Profile
@@ -59,7 +59,7 @@ def preflight_check(
         profile_id=acting.pk if isinstance(acting, Profile) else None,
         api_key_id=api_key.pk if api_key else None,
         provider=provider,
-        model=resolved.slug if resolved else model,
+        model=model_name(resolved, model),
         operation=operation,
     )
     now = timezone.now()
