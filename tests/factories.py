@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 
 from profiles.models import ApiKey, Membership, Organization, Profile
 from profiles.services import api_key_create
+from quotas.models import Alert
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -57,3 +58,14 @@ def make_key(
         org=org, name=kwargs.pop("name", "test key"), scopes=scopes, profile=profile, **kwargs
     )
     return issued.api_key, issued.secret
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    organization = factory.SubFactory(OrganizationFactory)
+    kind = Alert.Kind.SPEND_SPIKE
+    title = factory.Sequence(lambda n: f"alert {n}")
+    message = "spent a lot"
+    dedup_key = factory.Sequence(lambda n: f"alert:{n}")

@@ -16,7 +16,13 @@ from django.db import models
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from profiles.models import ApiKey, Membership, Organization, Profile
 from quotas.models import Alert, Budget, Delivery, Reservation
-from tests.factories import MembershipFactory, ProfileFactory, UserFactory, make_key
+from tests.factories import (
+    AlertFactory,
+    MembershipFactory,
+    ProfileFactory,
+    UserFactory,
+    make_key,
+)
 
 
 def seed_usage(t: Any) -> UsageEvent:
@@ -105,14 +111,8 @@ def _reservation(t: Any) -> Any:
 
 
 def _alert(t: Any) -> Any:
-    from quotas.models import Alert
-
-    return Alert.objects.create(
-        organization=t.org,
-        kind=Alert.Kind.SPEND_SPIKE,
-        title=f"{t.org.slug}-alert",
-        message=f"{t.org.slug} spent a lot",
-        dedup_key=f"iso:{Alert.objects.count()}",
+    return AlertFactory(
+        organization=t.org, title=f"{t.org.slug}-alert", message=f"{t.org.slug} spent a lot"
     )
 
 

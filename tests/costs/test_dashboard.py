@@ -36,7 +36,7 @@ from costs.services import EventInput, usage_record
 from profiles.services import profile_get_or_create
 from quotas.models import Alert
 from quotas.services import budget_create
-from tests.factories import make_key
+from tests.factories import AlertFactory, make_key
 
 pytestmark = pytest.mark.django_db
 
@@ -272,12 +272,9 @@ def _budgets(org, profile) -> dict[str, Any]:
 
 
 def _alert(org, key: str, *, read: bool = False, profile=None) -> Alert:
-    return Alert.objects.create(
+    return AlertFactory(
         organization=org,
         profile=profile,
-        kind=Alert.Kind.SPEND_SPIKE,
-        title=f"alert {key}",
-        message="m",
         dedup_key=key,
         read_at=datetime.now(UTC) if read else None,
     )

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from quotas.models import Alert, Reservation
+from quotas.models import Reservation
 from quotas.services import budget_create
-from tests.factories import ProfileFactory, make_key
+from tests.factories import AlertFactory, ProfileFactory, make_key
 from tests.quotas.helpers import GPT4O_CALL_COST, check, ingest, period_of, utc
 
 NOW = utc(2026, 11, 20, 12)
@@ -72,21 +72,10 @@ def test_usage_citing_another_profiles_reservation_does_not_settle_it(two_users)
     assert period.spent == 2 * GPT4O_CALL_COST
 
 
-def _alert(org, profile, n: int) -> Alert:
-    return Alert.objects.create(
-        organization=org,
-        profile=profile,
-        kind=Alert.Kind.SPEND_SPIKE,
-        title=f"alert {n}",
-        message="spent a lot",
-        dedup_key=f"bound:{n}",
-    )
-
-
 def test_another_profiles_alerts_cannot_be_read_or_resolved(tenant_a, two_users):
     alice, bob, bob_profile, _ = two_users
-    bobs = _alert(tenant_a.org, bob_profile, 1)
-    alices = _alert(tenant_a.org, tenant_a.profile, 2)
+    bobs = AlertFactory(organization=tenant_a.org, profile=bob_profile)
+    alices = AlertFactory(organization=tenant_a.org, profile=tenant_a.profile)
     for action in ("read", "resolve"):
         response = alice.post(f"/api/v1/alerts/{bobs.pk}/{action}")
         assert response.status_code == 404, action

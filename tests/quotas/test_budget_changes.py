@@ -137,31 +137,31 @@ def test_a_change_just_after_midnight_and_a_settle_across_it_do_not_deadlock(
 
 
 @pytest.mark.django_db
-def test_a_new_kind_of_period_starting_at_the_same_instant_gets_its_own_end(tenant_a):
+@pytest.mark.parametrize("held_before_the_change", [False, True])
+def test_a_new_kind_of_period_starting_at_the_same_instant_gets_its_own_end(
+    tenant_a, held_before_the_change
+):
+    """Daily to monthly on the 1st: both start at the same instant, so the
+    row is reused. It gets the new kind's end, and a hold taken before the
+    change (stored under the old kind's key) or after it is settled by the
+    charge, which is not lost."""
     org = tenant_a.org
+
+    def hold():
+        return quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+
     with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
         budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("1.00"))
         assert _counter(budget).end == datetime(2026, 12, 2, tzinfo=UTC)
+        held = hold() if held_before_the_change else None
         budget_update(budget=budget, period="monthly")  # both start on Dec 1, 00:00 UTC
         assert _counter(budget).end == datetime(2027, 1, 1, tzinfo=UTC)
-        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        held = held or hold()
         assert held.allowed
         usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
     period = _counter(budget)
     assert (period.spent, period.reserved) == (Decimal("0.40"), Decimal(0))
     assert Reservation.objects.get(pk=held.reservation.pk).status == Reservation.Status.SETTLED
-
-
-@pytest.mark.django_db
-def test_a_hold_stored_under_the_old_kind_of_period_is_released_with_the_charge(tenant_a):
-    org = tenant_a.org
-    with time_machine.travel(datetime(2026, 12, 1, 12, tzinfo=UTC), tick=False):
-        budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("1.00"))
-        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
-        budget_update(budget=budget, period="monthly")  # the hold's row keeps its place
-        usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
-    period = _counter(budget)
-    assert (period.spent, period.reserved) == (Decimal("0.40"), Decimal(0))
 
 
 @pytest.mark.django_db
