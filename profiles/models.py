@@ -63,6 +63,13 @@ class Organization(BaseModel):
         default=1,
         help_text="Ignore spikes below this amount (a $0.02 day after $0.005 days is noise).",
     )
+    # Goes up whenever what a request reads ahead of its write changes: the
+    # organization's budgets, its periods' rows, its profiles' names, the
+    # prices it can use, its time zone. Database triggers keep it (on
+    # PostgreSQL; see profiles/migrations/0003), never the application, so a
+    # process may keep that setup in memory for as long as the key lookup
+    # reads the same version (costs.services.ahead). It never goes down.
+    setup_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

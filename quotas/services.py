@@ -28,6 +28,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
@@ -37,6 +38,7 @@ from psycopg.types.json import Jsonb
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, pg_array, read
 from profiles.models import Organization, Profile
+from profiles.setup import memo_part
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
 from quotas.spend import spend_between
@@ -118,15 +120,88 @@ def budget_matches(budget: Budget, dims: Dimensions) -> bool:
 def active_budgets(org: Organization) -> list[Budget]:
     """The organization's active budgets in id order (hand-written: every
     ingestion reads them)."""
-    rows = fetch(
+    return read(active_budgets_read(org))
+
+
+def active_budgets_read(org: Organization) -> Read[list[Budget]]:
+    """``active_budgets`` as a ``Read``, to send with a request's other reads."""
+
+    def load(rows: list[tuple]) -> list[Budget]:
+        budgets = [_BUDGETS.read(row) for row in rows]
+        for budget in budgets:
+            budget.organization = org
+        return budgets
+
+    return Read(
         f"SELECT {_BUDGETS.columns('b')} FROM {Budget._meta.db_table} b "  # noqa: S608
         "WHERE b.organization_id = %s AND b.active ORDER BY b.id",
         [db_value(Budget, "organization", org.pk)],
+        _BUDGETS.width,
+        load,
     )
-    budgets = [_BUDGETS.read(row) for row in rows]
+
+
+def budget_states_known(
+    org: Organization, at: datetime, dims: Iterable[Dimensions], memo: dict[str, Any]
+) -> list[BudgetState] | None:
+    """The active budgets matching one of ``dims`` with their periods at ``at``,
+    as ``budget_states_read`` reads them, from ``org``'s setup memo
+    (``profiles.setup``) instead: its budgets (read once per version) and the
+    ids of their period rows (learned from reads, ``budget_states_learn``).
+    The counters are not known (``spent`` and ``reserved`` are None): the
+    caller's own statement reads them. None when a period row is not
+    remembered (it may not be open yet)."""
+    budgets = memo.get("budgets")
+    if budgets is None:
+        budgets = budgets_learn(memo, active_budgets(org))
+    periods = memo.get("periods", {})
+    bounds: dict[str, tuple[datetime, datetime]] = {}
+    states: dict[object, BudgetState] = {}
+    for d in dims:
+        candidates = budgets.get(None, [])
+        if d.profile_id is not None:
+            candidates = [*candidates, *budgets.get(d.profile_id, ())]
+        for budget in candidates:
+            if budget.pk in states or not budget_matches(budget, d):
+                continue
+            span = bounds.get(budget.period)
+            if span is None:
+                span = bounds[budget.period] = period_bounds(budget.period, org.tz, at)
+            found = periods.get((budget.pk, span[0]))
+            if found is None:
+                return None
+            period = BudgetPeriod(
+                pk=found[0],
+                budget_id=budget.pk,
+                start=span[0],
+                end=found[1],
+                spent=None,
+                reserved=None,
+            )
+            period.budget = budget
+            states[budget.pk] = BudgetState(budget, period)
+    return sorted(states.values(), key=lambda s: str(s.budget.pk))
+
+
+def budgets_learn(
+    memo: dict[str, Any], budgets: Iterable[Budget]
+) -> dict[object | None, list[Budget]]:
+    """Remember the organization's active ``budgets``, read at the memo's
+    version (or after it), by the profile they are for (None: any)."""
+    by_profile: dict[object | None, list[Budget]] = defaultdict(list)
     for budget in budgets:
-        budget.organization = org
-    return budgets
+        by_profile[budget.profile_id].append(budget)
+    memo["budgets"] = dict(by_profile)
+    return memo["budgets"]
+
+
+def budget_states_learn(memo: dict[str, Any], states: Iterable[BudgetState]) -> None:
+    """Remember the period rows of ``states``, read at the memo's version (or
+    after it), for ``budget_states_known``."""
+    periods = memo_part(memo, "periods")
+    for state in states:
+        if state.period.pk is not None:
+            periods[(state.budget.pk, state.period.start)] = (state.period.pk, state.period.end)
 
 
 def amount_for(metric: str, amounts: Mapping[str, Decimal | int]) -> Decimal:
@@ -513,10 +588,16 @@ def _reserve(
         return _reserve_orm(org, reservation, states, amounts, now)
     for _ in range(3):
         holds = _holds(states, amounts)
-        counters = _reserve_statement(reservation, holds)
+        held = {s.period.pk for s, _ in holds}
+        counters = _reserve_statement(
+            reservation, holds, seen=[s.period.pk for s in states if s.period.pk not in held]
+        )
         if counters is not None:
+            # Every budget's counters as the statement found them (a budget
+            # deleted since the read has no status to report).
+            states = [s for s in states if s.period.pk in counters]
             deniers: list[BudgetState] = []
-            for state, _amount in holds:
+            for state in states:
                 fits, spent, reserved = counters[state.period.pk]
                 state.period.spent, state.period.reserved = spent, reserved
                 if not fits:
@@ -626,11 +707,15 @@ def _reserve_sql() -> str:
         SELECT v.ok, l.id, l.spent + l.reserved + r.amount <= l.lim,
                coalesce(u.spent, l.spent), coalesce(u.reserved, l.reserved)
         FROM verdict v, locked l JOIN req r ON r.period_id = l.id LEFT JOIN upd u ON u.id = l.id
+        UNION ALL
+        -- The other budgets' counters, read (not locked) for their status.
+        SELECT NULL, p.id, true, p.spent, p.reserved FROM {_TABLE} p
+        WHERE p.id = ANY(%s::bigint[])
     """  # noqa: S608 - table and column names are our own
 
 
 def _reserve_statement(
-    reservation: Reservation, holds: list[tuple[BudgetState, Decimal]]
+    reservation: Reservation, holds: list[tuple[BudgetState, Decimal]], *, seen: list[int]
 ) -> dict[int, tuple[bool, Decimal, Decimal]] | None:
     """PostgreSQL: the whole reservation in one statement. It locks the periods in
     (budget, start) order, the one lock order of every counter writer; decides
@@ -638,8 +723,9 @@ def _reserve_statement(
     statement runs (not as read before: a limit lowered meanwhile holds); and
     only if all do, inserts the reservation and its
     holds and adds them to ``reserved``. Returns each period's (fits, spent,
-    reserved) after it, or None when a period row is missing or its budget
-    changed what it counts, its action or its state since it was read.
+    reserved) after it, the ``seen`` ones' too (read, not locked: budgets
+    that hold nothing), or None when a held period row is missing or its
+    budget changed what it counts, its action or its state since it was read.
 
     Outside a transaction it is its own transaction: PostgreSQL commits it
     without another round trip, so a hot period's row lock is held for the
@@ -664,13 +750,13 @@ def _reserve_statement(
         else getattr(reservation, f.attname)
         for f in _RESERVATION_FIELDS
     ]
-    params.append(reservation.pk)
+    params += [reservation.pk, pg_array(seen)]
     sql = _reserve_sql()
     # Inside a caller's transaction, a savepoint: a refused lock must not
     # abort the caller's work.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
         rows = fetch(sql, params)
-    if len(rows) != len(holds):
+    if sum(1 for row in rows if row[0] is not None) != len(holds):
         return None
     return {pid: (fits, spent, reserved) for _, pid, fits, spent, reserved in rows}
 
@@ -902,16 +988,32 @@ class InlineCharge:
     """A charge plan's counter changes, as CTEs of the caller's own statement
     (see ``budget_charge_inline``)."""
 
-    ctes: str  # empty when no counter changes
+    ctes: str  # empty when no budget applies; else they end with ``counters``
     params: list[object]
     _plan: ChargePlan
     _touched: list[BudgetPeriod]
-    _changes: list[tuple[BudgetPeriod, Decimal, Decimal]]
 
     def states(self, rows: Iterable[Sequence[object]]) -> list[BudgetState]:
-        """The touched budgets' states, given the rows ``applied`` returned."""
-        _refresh(self._changes, rows)
-        return _touched_states(self._plan, self._touched)
+        """The touched budgets' states, given the (id, spent, reserved) rows
+        ``counters`` returned."""
+        fresh = {pid: (spent, reserved) for pid, spent, reserved in rows}
+        touched = [p for p in self._touched if p.pk in fresh]  # one deleted since is gone
+        for period in touched:
+            period.spent, period.reserved = fresh[period.pk]  # type: ignore[assignment]
+        return _touched_states(self._plan, touched)
+
+
+@functools.cache
+def _counters_cte(gate: str, changed: bool, seen: bool) -> str:
+    """``counters`` (id, spent, reserved): the rows ``applied`` changed (only
+    if ``gate`` holds) and those of the ids in a parameter, read for their
+    status."""
+    read = f"SELECT id, spent, reserved FROM {_TABLE} WHERE id = ANY(%s::bigint[])"  # noqa: S608
+    if not changed:
+        return f"counters AS ({read})"
+    if not seen:
+        return f"{_apply_ctes(gate)}, counters AS (SELECT * FROM applied)"  # noqa: S608
+    return f"{_apply_ctes(gate)}, counters AS (SELECT * FROM applied UNION ALL {read})"  # noqa: S608
 
 
 def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
@@ -920,7 +1022,9 @@ def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
     run in autocommit, commits on its own: no row lock is held across a round
     trip). ``gate`` (SQL) says whether to charge at all. The counters change
     after whatever the statement locks before these CTEs run, as in the
-    ingestion transaction: ledger, rollups, counters.
+    ingestion transaction: ledger, rollups, counters. The last CTE,
+    ``counters``, gives every touched budget's counters, changed or only read
+    (a budget the event adds nothing to), so its status needs no read before.
 
     PostgreSQL only, and only for plans that add to periods already open and
     settle no reservation: None otherwise, and budget_charge_apply does it."""
@@ -931,10 +1035,14 @@ def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
         return None
     changes = _counter_changes(keys, plan.current, plan.increments, {})
     touched = [p for p, _, _ in changes]
-    changes = [c for c in changes if c[1]]
-    if not changes:
-        return InlineCharge("", [], plan, touched, [])
-    return InlineCharge(_apply_ctes(gate), _apply_params(changes), plan, touched, changes)
+    if not touched:
+        return InlineCharge("", [], plan, [])
+    changed = [c for c in changes if c[1]]
+    seen = [p.pk for p, add, _ in changes if not add]
+    params = _apply_params(changed) if changed else []
+    if seen or not changed:
+        params.append(pg_array(seen))
+    return InlineCharge(_counters_cte(gate, bool(changed), bool(seen)), params, plan, touched)
 
 
 def _returning(sql: str, params: list[object], period_id: int) -> tuple[Decimal, Decimal] | None:

@@ -139,7 +139,12 @@ class UsageRecordApi(_UsageIngestBase):
             event = self.to_input(request.data, timezone.now())
         except EventInvalid as exc:
             raise ApiError("The request is invalid; see details.", details=exc.details) from exc
-        (result,) = usage_record(org=self.org, events=[event], api_key=request.api_key)  # type: ignore[attr-defined]
+        (result,) = usage_record(
+            org=self.org,
+            events=[event],
+            api_key=request.api_key,  # type: ignore[attr-defined]
+            org_fresh=True,  # read by this request's authentication
+        )
         status, body = self.result_body(result)
         return Response(body, status=status)
 

@@ -3,8 +3,10 @@ the price in force for an organization at a moment.
 
 Name resolution runs on every ingested event, so the index of names is held in
 memory per process for a few seconds (and dropped at once by any catalog write
-in this process); prices are read from the database per request, so a new
-price is used by the very next request everywhere.
+in this process); prices are read from the database per request, or taken
+from the organization's setup memo (``profiles.setup``), which is kept per
+setup version and every price change bumps that version, so a new price is
+used by the very next request everywhere.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from config.rows import Read, RowReader, db_value, in_list, read
 from costs.models import AIModel, Price
 from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import Organization
+from profiles.setup import memo_part
 
 INDEX_TTL_SECONDS = 5.0
 
@@ -164,9 +168,10 @@ class PriceBook:
     the moment wins."""
 
     def __init__(self, rows: Iterable[PriceRow]) -> None:
+        self.rows = list(rows)
         self._own: dict[int, list[PriceRow]] = defaultdict(list)
         self._global: dict[int, list[PriceRow]] = defaultdict(list)
-        for row in rows:
+        for row in self.rows:
             target = self._global if row.organization_id is None else self._own
             target[row.model_id].append(row)
         for bucket in (*self._own.values(), *self._global.values()):
@@ -207,3 +212,23 @@ def _book(rows: list[tuple]) -> PriceBook:
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
     )
+
+
+def price_book_known(memo: dict[str, Any], model_ids: Iterable[int]) -> PriceBook | None:
+    """The prices of ``model_ids`` as remembered in an organization's setup memo
+    (``profiles.setup``); None unless every model's are."""
+    known: dict[int, list[PriceRow]] = memo.get("prices", {})
+    rows: list[PriceRow] = []
+    for model_id in model_ids:
+        if model_id not in known:
+            return None
+        rows += known[model_id]
+    return PriceBook(rows)
+
+
+def price_book_learn(memo: dict[str, Any], model_ids: Iterable[int], book: PriceBook) -> None:
+    """Remember the prices of ``model_ids`` as ``book``, read at the memo's
+    version (or after it), holds them: a model without a price, too."""
+    known = memo_part(memo, "prices")
+    for model_id in model_ids:
+        known[model_id] = [r for r in book.rows if r.model_id == model_id]

@@ -181,9 +181,15 @@ _COLUMNS = [f.attname for f in _FIELDS]
 
 
 def usage_record(
-    *, org: Organization, events: Sequence[EventInput], api_key: ApiKey | None = None
+    *,
+    org: Organization,
+    events: Sequence[EventInput],
+    api_key: ApiKey | None = None,
+    org_fresh: bool = False,
 ) -> list[EventResult]:
-    """Record ``events`` for ``org``; results in input order (see module contract)."""
+    """Record ``events`` for ``org``; results in input order (see module contract).
+    ``org_fresh``: ``org`` was read from the database in this request (the
+    key lookup), so its setup version may be trusted (``read_ahead``)."""
     now = timezone.now()
     tz = org.tz
     api_key_id = api_key.pk if api_key is not None else None
@@ -200,7 +206,12 @@ def usage_record(
         # A single event or a few: their prices, profiles and budgets in one
         # round trip (a large batch reads them apart: the combined read
         # compares each read's rows with the others').
-        ahead = _read_ahead(org, events, resolved, model_ids, api_key_id, now)
+        # A single event records in one statement, which reads the counters
+        # it reports as it writes: the rest may come from the setup memo.
+        single = len(events) == 1 and events[0].reservation_id is None
+        ahead = _read_ahead(
+            org, events, resolved, model_ids, api_key_id, now, uncounted=org_fresh and single
+        )
         book = ahead.book
     else:
         book = price_book(org=org, model_ids=model_ids)
@@ -257,6 +268,9 @@ def usage_record(
     written = None
     if ahead is not None and len(ordered) == 1 and ordered[0]["reservation_id"] is None:
         written = _record_one(org, ordered[0], named, shared, ahead)
+    if written is None and ahead is not None and not ahead.counted:
+        # The transaction reports budgets from the states it is handed.
+        ahead = _read_ahead(org, events, resolved, model_ids, api_key_id, now)
     if written is None:
         with transaction.atomic():
             written = _record(org, ordered, named, shared, ahead, bound_profile_id)
@@ -375,6 +389,8 @@ def _read_ahead(
     model_ids: set[int],
     api_key_id: object,
     now: datetime,
+    *,
+    uncounted: bool = False,
 ) -> Ahead:
     """``read_ahead`` for these events (their profiles by name)."""
     dims = set()
@@ -387,6 +403,7 @@ def _read_ahead(
         model_ids=model_ids,
         profile_names=[e.profile for e in events if e.profile],
         dims=dims,
+        uncounted=uncounted,
     )
 
 
@@ -423,7 +440,7 @@ def _record_one(
         sql = (
             f"WITH ins AS ({ledger}), roll AS ({rollup}), {charge.ctes} "  # noqa: S608 - ours
             "SELECT (SELECT id FROM ins), a.id, a.spent, a.reserved "
-            "FROM (SELECT 1) AS one LEFT JOIN applied a ON true"
+            "FROM (SELECT 1) AS one LEFT JOIN counters a ON true"
         )
         params += charge.params
     else:

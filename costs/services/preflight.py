@@ -46,13 +46,17 @@ def preflight_check(
     cost: Decimal | None,
     reserve: bool,
     ttl_seconds: int,
+    org_fresh: bool = False,
 ) -> Preflight:
     """``cost`` is the client's own figure, else the estimate is priced from
     ``meters``. ``acting`` is the profile the call is for, or its name (looked
     up, created on first mention). The profile, the prices and the budgets are
     read in one statement; a reservation is one more. No result when the
     limiter could not answer, its read or its reservation failing (the caller
-    answers by the fail mode)."""
+    answers by the fail mode). ``org_fresh``: ``org`` was read from the
+    database in this request, so a reservation, whose statement reads the
+    counters it reports, may take the rest from the setup memo
+    (``read_ahead``)."""
     resolved = model_resolve(provider=provider, model=model)
     named = [acting] if isinstance(acting, str) else []
     dims = Dimensions(
@@ -71,6 +75,7 @@ def preflight_check(
             model_ids=[resolved.id] if resolved is not None and cost is None else [],
             profile_names=named,
             dims=[dims],
+            uncounted=org_fresh and reserve,
         )
     except DatabaseError:
         # The limiter's own read failing is the limiter failing (a lock or

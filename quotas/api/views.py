@@ -157,6 +157,7 @@ class QuotaCheckApi(TenantApiView):
             cost=cost,
             reserve=data.reserve,
             ttl_seconds=data.reservation_ttl,
+            org_fresh=True,  # read by this request's authentication
         )
         if check.result is None:
             return _degraded(self.org.fail_mode, self.org.currency, check.cost, check.priced)
