@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -175,6 +176,8 @@ def _profiles(
     return found
 
 
+_NO_METERS = dict.fromkeys(METERS, 0)
+
 # The ledger's columns, in table order: a row to record is a dict by these names.
 _FIELDS = UsageEvent._meta.concrete_fields
 _COLUMNS = [f.attname for f in _FIELDS]
@@ -247,7 +250,8 @@ def usage_record(
             "model_requested": ev.model,
             "ai_model_id": ai_model_id,
             "operation": ev.operation,
-            **{m: usage.get(m, 0) for m in METERS},
+            **_NO_METERS,
+            **usage,  # normalised: meters only
             "cost": cost,
             "cost_breakdown": breakdown,
             "client_cost": ev.cost,
@@ -277,12 +281,12 @@ def usage_record(
     profiles, inserted, states = written
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)
 
-    by_id = {p.pk: p for p in profiles.values()}
+    # The instances each recorded row's relations are, one mapping per profile.
+    related = {None: {"organization": org, "api_key": api_key, "profile": None}}
+    for p in profiles.values():
+        related[p.pk] = {"organization": org, "api_key": api_key, "profile": p}
     recorded = {
-        r["idempotency_key"]: Recorded(
-            r,
-            {"organization": org, "api_key": api_key, "profile": by_id.get(r["profile_id"])},
-        )
+        r["idempotency_key"]: Recorded(r, related.get(r["profile_id"], related[None]))
         for r in inserted
     }
     new_keys = set(recorded)
@@ -605,28 +609,34 @@ def _after_commit_checks(
 class _StatesFor:
     """The budgets an event counts against, in the period it fell in (or, for a
     replay, the current one). Events with the same dimensions falling in the
-    same periods share the answer, so it is worked out once for each (and
-    events at the same moment, as a batch's events sent without a time are,
-    find it by that moment)."""
+    same periods share the answer, so it is worked out once for each; which
+    periods a moment falls in is worked out once per moment (a batch's
+    events sent without a time share one)."""
 
     def __init__(self, states: list[BudgetState]) -> None:
         self._states = states
         self._spans = [(s.period.start, s.period.end) for s in states]
         self._memo: dict[tuple, list[BudgetState]] = {}
-        self._at_memo: dict[tuple, list[BudgetState]] = {}
+        self._inside: dict[datetime, tuple[bool, ...]] = {}
+        # Only the dimensions some budget filters on tell events apart (a
+        # batch for a thousand profiles, none of them with a budget, has one
+        # answer, not a thousand).
+        looked = [c for c in _DIMENSIONS if any(getattr(s.budget, c) for s in states)]
+        self._looks: Callable[[Mapping[str, Any]], object] = (
+            operator.itemgetter(*looked) if looked else _nothing
+        )
 
     def __call__(self, row: Mapping[str, Any]) -> list[BudgetState]:
         if not self._states:
             return []
-        dims = _dims_key(row)
         at = row["occurred_at"]
-        found = self._at_memo.get((dims, at))
+        inside = self._inside.get(at)
+        if inside is None:
+            inside = self._inside[at] = tuple(start <= at < end for start, end in self._spans)
+        key = (self._looks(row), inside)
+        found = self._memo.get(key)
         if found is None:
-            key = (*dims, tuple(start <= at < end for start, end in self._spans))
-            found = self._memo.get(key)
-            if found is None:
-                found = self._memo[key] = self._choose(key[:5], key[5])
-            self._at_memo[dims, at] = found
+            found = self._memo[key] = self._choose(_dims_key(row), inside)
         return list(found)
 
     def _choose(self, dims: tuple, contains: tuple[bool, ...]) -> list[BudgetState]:
@@ -639,9 +649,13 @@ class _StatesFor:
         return sorted(chosen.values(), key=lambda s: s.budget.name)
 
 
-def _dims_key(row: Mapping[str, Any]) -> tuple:
-    """What a budget's filters look at in a ledger row, in ``Dimensions`` order."""
-    return (row["profile_id"], row["api_key_id"], row["provider"], row["model"], row["operation"])
+# What a budget's filters look at in a ledger row, in ``Dimensions`` order.
+_DIMENSIONS = ("profile_id", "api_key_id", "provider", "model", "operation")
+_dims_key = operator.itemgetter(*_DIMENSIONS)
+
+
+def _nothing(row: object) -> None:
+    return None
 
 
 def _charge(row: dict[str, object], dims: dict[tuple, Dimensions]) -> Charge:
