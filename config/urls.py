@@ -7,9 +7,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from config.health import healthz
 from costs.admin_dashboard import dashboard_data
 
+# costs before profiles: a profile's id may hold "/" (the client app's own
+# id), so "profiles/<id>/dashboard" must be tried before "profiles/<id>".
 api_v1 = [
-    path("", include("profiles.api.urls")),
     path("", include("costs.api.urls")),
+    path("", include("profiles.api.urls")),
     path("", include("quotas.api.urls")),
 ]
 

@@ -23,7 +23,7 @@ urlpatterns = [
     path("estimate", EstimateApi.as_view(), name="estimate"),
     path("dashboard", DashboardApi.as_view(), name="dashboard"),
     path(
-        "profiles/<str:external_id>/dashboard",
+        "profiles/<path:external_id>/dashboard",
         ProfileDashboardApi.as_view(),
         name="profile-dashboard",
     ),

@@ -6,5 +6,5 @@ from profiles.api.views import ProfileDetailApi, ProfileListApi
 
 urlpatterns = [
     path("profiles", ProfileListApi.as_view(), name="profiles-list"),
-    path("profiles/<str:external_id>", ProfileDetailApi.as_view(), name="profiles-detail"),
+    path("profiles/<path:external_id>", ProfileDetailApi.as_view(), name="profiles-detail"),
 ]

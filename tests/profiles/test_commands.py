@@ -38,6 +38,20 @@ def test_create_org_with_owner_makes_a_staff_owner_ready_for_a_password():
     assert "changepassword" in out
 
 
+def test_create_org_takes_the_contracts_own_example_address():
+    _run("create_org", "acme", "--name", "Acme", "--owner-email", "a@b.c")
+    owner = get_user_model().objects.get(email="a@b.c")
+    assert Membership.objects.get(user=owner).role == "owner"
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "a@b", "a b@c.d", "a@@b.c", "@b.c"])
+def test_create_org_refuses_what_is_not_an_address_and_creates_nothing(address):
+    with pytest.raises(CommandError, match="mail"):
+        _run("create_org", "acme", "--name", "Acme", "--owner-email", address)
+    assert not Organization.objects.exists()
+    assert not get_user_model().objects.exists()
+
+
 def test_create_org_duplicate_slug_is_a_clear_error_and_creates_nothing():
     _run("create_org", "acme", "--name", "Acme")
     with pytest.raises(CommandError, match="slug"):
