@@ -17,7 +17,13 @@ from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationFo
 
 from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
 from profiles.models import ApiKey, Membership, Organization, Profile
-from profiles.services import api_key_prepare, api_key_revoke, membership_invite, parse_scopes
+from profiles.services import (
+    api_key_prepare,
+    api_key_revoke,
+    membership_invite,
+    organization_save,
+    parse_scopes,
+)
 from profiles.tenancy import orgs_managed_by
 
 # Users and groups span tenants: superusers only, styled like the rest.
@@ -67,6 +73,12 @@ class OrganizationAdmin(TenantScopedAdminMixin, ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser
+
+    def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
+        if change:
+            organization_save(org=obj)  # a new time zone moves the budgets' periods
+        else:
+            super().save_model(request, obj, form, change)
 
 
 class MembershipForm(forms.ModelForm):

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, read
 from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
+from profiles.signals import timezone_changed
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 KEY_PREFIX_LENGTH = 10
@@ -77,6 +78,39 @@ def validate_address(email: str) -> None:
     except ValidationError:
         if len(email) > 254 or not _ADDRESS.fullmatch(email):
             raise
+
+
+def organization_save(*, org: Organization) -> None:
+    """Save the fields of ``org`` that changed (validated). A new time zone is
+    announced (``profiles.signals.timezone_changed``) in the same transaction,
+    so what follows the zone moves with it.
+
+    An UPDATE that assigns a unique column (``slug``), even its own value,
+    locks the row against the foreign key checks (FOR KEY SHARE) of every
+    ingestion committing for the organization. So the row is locked FOR NO
+    KEY UPDATE, which those checks pass, the announcement comes before the
+    row is written (an ingestion holding a counter row the receivers lock
+    must be able to commit), and only changed fields are written (an admin
+    renaming the organization does not hold up its ingestions' commits)."""
+    org.full_clean()
+    with transaction.atomic():
+        stored = Organization.objects.select_for_update(no_key=True).get(pk=org.pk)
+        changed = [
+            f.name
+            for f in Organization._meta.concrete_fields
+            if f.name not in _KEPT_BY_THE_DATABASE
+            and getattr(stored, f.attname) != getattr(org, f.attname)
+        ]
+        if "timezone" in changed:
+            org.__dict__.pop("tz", None)  # a cached_property of the old zone
+            timezone_changed.send(sender=Organization, organization=org, previous=stored.timezone)
+        if changed:
+            org.save(update_fields=[*changed, "updated_at"])
+
+
+# Never written from a row in hand: the key, the creation stamp, and the
+# version the database's triggers keep.
+_KEPT_BY_THE_DATABASE = {"id", "created_at", "updated_at", "setup_version"}
 
 
 def _user_for_email(email: str):  # noqa: ANN202 - the user model is swappable

@@ -1264,47 +1264,76 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
     budget.full_clean()
     with transaction.atomic():
         budget.save()
-        org = budget.organization
-        now = timezone.now()
-        start, end = period_bounds(budget.period, org.tz, now)
-        # The rows it may change, in start order (the one lock order of every
-        # counter writer) and before the current period is opened below (its
-        # insert locks it, and it comes last): the open ones, the one starting
-        # where the new kind starts, and, for a new metric, those holding.
-        # A charge being committed finishes first, and a recount includes it.
-        may_change = Q(start__lte=now, end__gt=now) | Q(start=start)
-        if metric_changed:
-            may_change |= Q(reserved__gt=0)
-        rows = dict(
-            BudgetPeriod.objects.select_for_update()
-            .filter(may_change, budget=budget)
-            .order_by("start")
-            .values_list("pk", "reserved")
+        _period_reset(
+            budget,
+            recount=recount,
+            drop_holds=metric_changed,
+            move_holds="period" in changed,
         )
-        (state,) = current_states(org, [budget], now)
-        if state.period.end != end:
-            # Another kind of period began at the same instant (a day and a
-            # month on the 1st): the row is this budget's, its end is the new kind's.
-            BudgetPeriod.objects.filter(pk=state.period.pk).update(end=end)
-            state.period.end = end
-        if recount:
-            spent = spend_between(budget, start, end)
-            BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
-            _settle_later(budget)
-        if metric_changed:
-            # Holds are amounts of the old metric (dollars, not tokens): the
-            # budget lets them go; their reservations keep their other holds.
-            held = [pk for pk, reserved in rows.items() if reserved > 0]
-            ReservationHold.objects.filter(period_id__in=held).delete()
-            BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
-        elif "period" in changed and any(pk != state.period.pk for pk in rows):
-            # A new kind of period: the holds on the old kind's open row move
-            # to the new current one, which reservations consult from now on.
-            others = [pk for pk in rows if pk != state.period.pk]
-            ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
-            for pk in [*others, state.period.pk]:
-                BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
     return budget
+
+
+def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds: bool) -> None:
+    """In the caller's transaction, after a change to ``budget`` (or to its
+    organization's time zone): open its period as it is now reckoned, with
+    ``recount`` its ``spent`` summed again from the ledger; ``drop_holds``
+    lets go of its holds (amounts of a metric it no longer counts);
+    ``move_holds`` moves those of its other open rows (periods reckoned the
+    old way) to the current one, which reservations consult from now on."""
+    org = budget.organization
+    now = timezone.now()
+    start, end = period_bounds(budget.period, org.tz, now)
+    # The rows it may change, in start order (the one lock order of every
+    # counter writer) and before the current period is opened below (its
+    # insert locks it, and it comes last): the open ones, the one starting
+    # where the period now starts, and, to drop holds, those holding.
+    # A charge being committed finishes first, and a recount includes it.
+    may_change = Q(start__lte=now, end__gt=now) | Q(start=start)
+    if drop_holds:
+        may_change |= Q(reserved__gt=0)
+    rows = dict(
+        BudgetPeriod.objects.select_for_update()
+        .filter(may_change, budget=budget)
+        .order_by("start")
+        .values_list("pk", "reserved")
+    )
+    (state,) = current_states(org, [budget], now)
+    if state.period.end != end:
+        # Another period began at the same instant (a day and a month on the
+        # 1st): the row is this budget's, its end is the one reckoned now.
+        BudgetPeriod.objects.filter(pk=state.period.pk).update(end=end)
+        state.period.end = end
+    if recount:
+        spent = spend_between(budget, start, end)
+        BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
+        _settle_later(budget)
+    if drop_holds:
+        # Holds are amounts of the old metric (dollars, not tokens): the
+        # budget lets them go; their reservations keep their other holds.
+        held = [pk for pk, reserved in rows.items() if reserved > 0]
+        ReservationHold.objects.filter(period_id__in=held).delete()
+        BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
+    elif move_holds and any(pk != state.period.pk for pk in rows):
+        others = [pk for pk in rows if pk != state.period.pk]
+        ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
+        for pk in [*others, state.period.pk]:
+            BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
+
+
+def budgets_rezone(*, org: Organization) -> None:
+    """In the caller's transaction, after ``org``'s time zone changed (``org``
+    holds the new one): every active budget's period is reckoned in the new
+    zone, so each opens its current period as it now falls (its ``spent``
+    summed from the ledger) and its in-flight holds move there; otherwise the
+    new period would start with nothing reserved and let reservations pass
+    the limit until the old holds end. Budgets in id order, each one's rows
+    in start order: the one lock order of every counter writer. A ``total``
+    budget has one period whatever the zone."""
+    for budget in Budget.objects.filter(organization=org, active=True).order_by("id"):
+        if budget.period == Budget.Period.TOTAL:
+            continue
+        budget.organization = org
+        _period_reset(budget, recount=True, drop_holds=False, move_holds=True)
 
 
 def budget_delete(*, budget: Budget) -> None:

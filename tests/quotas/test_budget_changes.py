@@ -217,3 +217,61 @@ def test_a_budgets_provider_matches_whatever_its_case(tenant_a):
     )
     assert response.status_code == 402, response.content
     assert [b["name"] for b in response.json()["budgets"]] == ["Cap"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("through", ["service", "admin"])
+def test_a_new_time_zone_moves_each_budgets_period_and_its_holds(tenant_a, through):
+    """Asia/Tokyo's November starts 9 hours before UTC's: the budget's
+    November is reckoned again (a charge of UTC's October 31st evening is
+    Tokyo's November 1st), and the hold taken in UTC's November still counts."""
+    from django.contrib.admin.sites import site
+    from django.test import RequestFactory
+
+    from profiles.models import Organization
+    from profiles.services import organization_save
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+        forever = budget_create(org=org, name="Forever", period="total", limit=Decimal("9"))
+        late_october = datetime(2026, 10, 31, 20, tzinfo=UTC)
+        usage_record(org=org, events=[_event("oct", "0.30", occurred_at=late_october)])
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        assert held.allowed
+        org.timezone = "Asia/Tokyo"
+        if through == "service":
+            organization_save(org=org)
+        else:
+            admin = site._registry[Organization]
+            admin.save_model(RequestFactory().post("/"), org, None, True)
+        tokyo = BudgetPeriod.objects.get(
+            budget=budget, start=datetime(2026, 10, 31, 15, tzinfo=UTC)
+        )
+        utc = BudgetPeriod.objects.get(budget=budget, start=datetime(2026, 11, 1, tzinfo=UTC))
+        assert (tokyo.spent, tokyo.reserved) == (Decimal("0.30"), Decimal("0.50"))
+        assert utc.reserved == 0
+        # 0.30 spent + 0.50 held + 0.30 would pass the limit.
+        refused = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.30")}, reserve=True)
+        assert not refused.allowed
+        usage_record(org=org, events=[_event("k1", "0.40", reservation_id=held.reservation.pk)])
+    tokyo.refresh_from_db()
+    assert (tokyo.spent, tokyo.reserved) == (Decimal("0.70"), 0)
+    # A total budget has one period whatever the zone.
+    assert BudgetPeriod.objects.filter(budget=forever).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_time_zone_waits_for_a_charge_being_committed_and_counts_it(tenant_a, monkeypatch):
+    from profiles.models import Organization
+    from profiles.services import organization_save
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("10.00"))
+    usage_record(org=org, events=[_event("k0")])
+    nine = [_event(f"k{i}", "0.10") for i in range(1, 10)]  # the batch path, one transaction
+    with ingestion_in_flight(monkeypatch, org, nine):
+        org.timezone = "Pacific/Kiritimati"  # UTC+14: today began at another instant
+        organization_save(org=org)
+    (state,) = [p for p in BudgetPeriod.objects.filter(budget=budget) if p.start.hour == 10]
+    assert state.spent == spend_between(budget, state.start, state.end) == Decimal("1.20")
