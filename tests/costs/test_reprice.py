@@ -213,8 +213,8 @@ def test_an_event_moving_to_its_models_name_moves_between_budgets(catalog, tenan
 
 
 @pytest.mark.django_db
-def test_reprice_moves_rollups_in_one_pass_in_key_order(catalog, tenant_a):
-    from django.test.utils import CaptureQueriesContext
+def test_reprice_moves_rollups_in_one_pass_in_key_order(catalog, tenant_a, monkeypatch):
+    from costs.services import rollups
 
     # Rows of both sides (as recorded, as repriced) for two profiles and none:
     # one pass over them all in key order, as a batch locks them, so the two
@@ -222,10 +222,21 @@ def test_reprice_moves_rollups_in_one_pass_in_key_order(catalog, tenant_a):
     for i, profile in enumerate(["p-b", "p-a", None, "p-b"]):
         _record(tenant_a, f"u-{i}", **({"profile": profile} if profile else {}))
     _price_gpt_new()
-    with CaptureQueriesContext(connection) as captured:
-        assert usage_reprice(org=tenant_a.org).repriced == 4
-    upserts = [q["sql"] for q in captured.captured_queries if "INTO costs_dailyusage" in q["sql"]]
-    assert len(upserts) == 2  # rows with a profile, then rows without: one statement each
+    written: list[list[tuple]] = []
+    upsert = rollups._upsert
+
+    def spy(part, with_profile):
+        written.append([key for key, _ in part])
+        return upsert(part, with_profile)
+
+    monkeypatch.setattr(rollups, "_upsert", spy)
+    assert usage_reprice(org=tenant_a.org).repriced == 4
+    # Rows with a profile, then rows without: one statement each, every row
+    # once, in the key order every rollup writer locks them in.
+    # (Both sides: the repriced events carry the new price's model name.)
+    assert [[key[2] is not None for key in keys] for keys in written] == [[True] * 4, [False] * 2]
+    for keys in written:
+        assert keys == sorted(keys, key=lambda k: tuple("" if v is None else str(v) for v in k))
     _assert_rollups_equal_ledger(tenant_a.org)
 
 
