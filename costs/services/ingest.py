@@ -27,12 +27,13 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from django.db import connection, models, transaction
+import psycopg
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from config.rows import FEW_ROWS, fetch, pg_array
-from costs.models import UsageEvent
+from costs.models import DailyUsage, UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import (
@@ -192,7 +193,39 @@ def usage_record(
 ) -> list[EventResult]:
     """Record ``events`` for ``org``; results in input order (see module contract).
     ``org_fresh``: ``org`` was read from the database in this request (the
-    key lookup), so its setup version may be trusted (``read_ahead``)."""
+    key lookup), so its setup version may be trusted (``read_ahead``).
+
+    A profile the events name may be deleted (``profiles_delete``) after it
+    was looked up and before the events' rows commit: their foreign key
+    refuses them and nothing is written. Outside a caller's transaction the
+    events are then recorded once more, looking the profile up again: a
+    profile named by a write and not found is created, as for a new name."""
+    try:
+        return _usage_record(org, events, api_key, org_fresh)
+    except IntegrityError as exc:
+        if connection.in_atomic_block or not _profile_vanished(exc):
+            raise
+        logger.info("a profile named by usage for %s was deleted meanwhile; again", org.slug)
+        return _usage_record(org, events, api_key, org_fresh=False)
+
+
+def _profile_vanished(exc: IntegrityError) -> bool:
+    """Did ``exc`` come from a row referring to a profile that is gone?"""
+    cause = exc.__cause__
+    return (
+        isinstance(cause, psycopg.errors.ForeignKeyViolation)
+        and cause.diag.table_name in _PROFILE_REFERRERS
+        and "(profile_id)" in (cause.diag.message_detail or "")
+    )
+
+
+# The tables an ingestion writes rows referring to a profile to.
+_PROFILE_REFERRERS = {UsageEvent._meta.db_table, DailyUsage._meta.db_table}
+
+
+def _usage_record(
+    org: Organization, events: Sequence[EventInput], api_key: ApiKey | None, org_fresh: bool
+) -> list[EventResult]:
     now = timezone.now()
     tz = org.tz
     api_key_id = api_key.pk if api_key is not None else None

@@ -12,7 +12,7 @@ from costs.services import EventInput, usage_record
 from costs.services.profiles import profiles_delete
 from profiles.models import Profile
 from tests.costs.test_ingest import ledger_grouped, rollups_grouped
-from tests.quotas.helpers import ingestion_in_flight, priced_call
+from tests.quotas.helpers import ingestion_in_flight, priced_call, run_threads
 
 AT = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -31,3 +31,67 @@ def test_usage_committed_while_its_profile_is_deleted_is_folded_not_lost(tenant_
     assert UsageEvent.objects.filter(organization=org).count() == 7
     assert not UsageEvent.objects.filter(organization=org, profile__isnull=False).exists()
     assert rollups_grouped(org) == ledger_grouped(org)
+
+
+def _event_body(key: str, profile: str) -> dict:
+    return {
+        "idempotency_key": key,
+        "profile": profile,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+
+
+def _post_event(client, key: str, profile: str):
+    return client.post("/api/v1/usage", _event_body(key, profile), format="json")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
+    catalog, tenant_a, monkeypatch, path
+):
+    """The profile is looked up (or remembered), then deleted before the
+    event's row is written: its foreign key refuses the row, and the event is
+    recorded again for a profile of that name, created anew; never a 500."""
+    import costs.services.ingest as ingest_module
+    from costs.services.profiles import profiles_delete
+
+    client = tenant_a.client()
+    for i in range(2):  # the profile is known, and remembered
+        assert _post_event(client, f"warm-{i}", "doomed").status_code == 201
+    first = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
+    write = "_record_one" if path == "single" else "_insert_events"
+    original = getattr(ingest_module, write)
+    deleted: list[int] = []
+
+    def delete_first(*args, **kwargs):
+        # An admin's deletion, in its own connection, committed before the
+        # rows are written (in the batch's case, inside its transaction).
+        if not deleted:
+            errors = run_threads(
+                1,
+                lambda _: deleted.append(
+                    profiles_delete(profiles=Profile.objects.filter(pk=first.pk))
+                ),
+            )
+            assert not errors, errors
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, write, delete_first)
+    if path == "single":
+        response = _post_event(client, "late", "doomed")
+    else:
+        response = client.post(
+            "/api/v1/usage/batch",
+            {"events": [_event_body(f"late-{i}", "doomed") for i in range(9)]},
+            format="json",
+        )
+    assert deleted == [1]
+    assert response.status_code in (200, 201), response.content
+    again = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
+    assert again.pk != first.pk
+    late = UsageEvent.objects.filter(idempotency_key__startswith="late")
+    assert late.count() == (1 if path == "single" else 9)
+    assert set(late.values_list("profile_id", flat=True)) == {again.pk}
