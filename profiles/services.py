@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -364,6 +365,17 @@ def profiles_named_read(*, org: Organization, names: Iterable[str]) -> Read[dict
 
     params = [db_value(Profile, "organization", org.pk), *params]
     return Read(sql, params, _PROFILES.width, load)
+
+
+def profile_vanished(exc: BaseException) -> bool:
+    """Was ``exc`` (or what caused it) a row refused for referring to a
+    profile that is not there (deleted after it was looked up)?"""
+    while exc is not None:
+        if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+            detail = exc.diag.message_detail or ""
+            return "(profile_id)" in detail and f'"{Profile._meta.db_table}"' in detail
+        exc = exc.__cause__
+    return False
 
 
 def profile_get_or_create(*, org: Organization, external_id: str) -> Profile:

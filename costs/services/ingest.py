@@ -27,13 +27,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import psycopg
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from config.rows import FEW_ROWS, fetch, pg_array
-from costs.models import DailyUsage, UsageEvent
+from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import (
@@ -51,7 +50,7 @@ from costs.services.rollups import (
     rollup_add_rows,
 )
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profiles_named
+from profiles.services import profile_vanished, profiles_named
 from quotas.services import (
     BudgetState,
     Charge,
@@ -203,24 +202,10 @@ def usage_record(
     try:
         return _usage_record(org, events, api_key, org_fresh)
     except IntegrityError as exc:
-        if connection.in_atomic_block or not _profile_vanished(exc):
+        if connection.in_atomic_block or not profile_vanished(exc):
             raise
         logger.info("a profile named by usage for %s was deleted meanwhile; again", org.slug)
         return _usage_record(org, events, api_key, org_fresh=False)
-
-
-def _profile_vanished(exc: IntegrityError) -> bool:
-    """Did ``exc`` come from a row referring to a profile that is gone?"""
-    cause = exc.__cause__
-    return (
-        isinstance(cause, psycopg.errors.ForeignKeyViolation)
-        and cause.diag.table_name in _PROFILE_REFERRERS
-        and "(profile_id)" in (cause.diag.message_detail or "")
-    )
-
-
-# The tables an ingestion writes rows referring to a profile to.
-_PROFILE_REFERRERS = {UsageEvent._meta.db_table, DailyUsage._meta.db_table}
 
 
 def _usage_record(

@@ -16,7 +16,7 @@ from costs.selectors.catalog import model_name, model_resolve
 from costs.selectors.pricing import cost_estimate
 from costs.services.ahead import read_ahead
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profile_get_or_create
+from profiles.services import profile_get_or_create, profile_vanished
 from quotas.services import (
     CheckResult,
     Dimensions,
@@ -105,7 +105,23 @@ def preflight_check(
             now=now,
             states=ahead.states,
         )
-    except LimiterUnavailable:
+    except LimiterUnavailable as exc:
+        if org_fresh and profile_vanished(exc):
+            # The profile was deleted after it was looked up (or remembered):
+            # nothing was held; again, looking it up anew.
+            logger.info("a profile checked for %s was deleted meanwhile; again", org.slug)
+            return preflight_check(
+                org=org,
+                api_key=api_key,
+                acting=acting,
+                provider=provider,
+                model=model,
+                operation=operation,
+                meters=meters,
+                cost=cost,
+                reserve=reserve,
+                ttl_seconds=ttl_seconds,
+            )
         logger.exception("limiter unavailable for %s", org.slug)
         return Preflight(cost, priced, None)
     return Preflight(cost, priced, result)

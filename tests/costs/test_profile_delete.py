@@ -95,3 +95,43 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
     late = UsageEvent.objects.filter(idempotency_key__startswith="late")
     assert late.count() == (1 if path == "single" else 9)
     assert set(late.values_list("profile_id", flat=True)) == {again.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_profile_deleted_while_a_reservation_is_taken_for_it_is_named_anew(
+    catalog, tenant_a, monkeypatch
+):
+    """The reservation's row refers to the profile remembered at the key
+    lookup's version, deleted since: not a limiter failure (a degraded answer
+    or a 503), but the reservation taken for the name, created anew."""
+    import costs.services.preflight as preflight_module
+    from costs.services.profiles import profiles_delete
+    from quotas.models import Reservation
+    from tests.quotas.helpers import check
+
+    client = tenant_a.client()
+    for _ in range(2):  # the profile is known, and remembered
+        assert check(client, profile="doomed", reserve=True).status_code == 200
+    first = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
+    original = preflight_module.quota_check
+    deleted: list[int] = []
+
+    def delete_first(**kwargs):
+        if not deleted:
+            errors = run_threads(
+                1,
+                lambda _: deleted.append(
+                    profiles_delete(profiles=Profile.objects.filter(pk=first.pk))
+                ),
+            )
+            assert not errors, errors
+        return original(**kwargs)
+
+    monkeypatch.setattr(preflight_module, "quota_check", delete_first)
+    response = check(client, profile="doomed", reserve=True)
+    assert deleted == [1]
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["allowed"] is True and "degraded" not in body
+    again = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
+    assert Reservation.objects.get(pk=body["reservation_id"]).profile_id == again.pk != first.pk
