@@ -444,8 +444,9 @@ def _record_one(
     for no round trip at all, and the call takes four fewer round trips than
     the transaction (BEGIN, rollup, counters, COMMIT).
 
-    Reads come first (``ahead``: prices, profile and budgets in one statement)
-    and commit on their own: a profile named for the first
+    Reads come first (``ahead``: prices, profile and budgets in one
+    statement, or none when the setup memo holds them; the statement reads
+    the counters it reports) and commit on their own: a profile named for the first
     time is created even if the row turns out to be a replay racing its
     original (a profile with no usage). None, with nothing written, when the
     charge needs the transaction (a period to open); an event settling a

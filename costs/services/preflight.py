@@ -51,7 +51,8 @@ def preflight_check(
     """``cost`` is the client's own figure, else the estimate is priced from
     ``meters``. ``acting`` is the profile the call is for, or its name (looked
     up, created on first mention). The profile, the prices and the budgets are
-    read in one statement; a reservation is one more. No result when the
+    read in one statement (a reservation may find them in the setup memo);
+    a reservation is one more. No result when the
     limiter could not answer, its read or its reservation failing (the caller
     answers by the fail mode). ``org_fresh``: ``org`` was read from the
     database in this request, so a reservation, whose statement reads the
