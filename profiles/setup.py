@@ -67,7 +67,8 @@ def memo_part(memo: dict[str, Any], name: str) -> dict[Any, Any]:
     meeting new ones; a long-lived process meets a period a day)."""
     part = memo.setdefault(name, {})
     if len(part) >= MAX_ENTRIES:
-        part.clear()
+        # A new part, not the old one cleared: another thread may be reading it.
+        part = memo[name] = {}
     return part
 
 
@@ -75,9 +76,8 @@ def profiles_known(memo: dict[str, Any], names: list[str]) -> dict[str, Profile]
     """The profiles named ``names`` as remembered, by external id; None unless
     all of them are."""
     known = memo.get("profiles", {})
-    if any(n not in known for n in names):
-        return None
-    return {n: known[n] for n in names}
+    found = {n: p for n in names if (p := known.get(n)) is not None}
+    return found if len(found) == len(names) else None
 
 
 def profiles_learn(memo: dict[str, Any], found: dict[str, Profile]) -> None:

@@ -10,9 +10,11 @@ from config.migration_sql import postgresql_only
 BUMP = """
 CREATE OR REPLACE FUNCTION setup_prices_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- In id order, so two of these never wait on each other crosswise.
+    -- In id order, so two of these never wait on each other crosswise; FOR
+    -- NO KEY UPDATE, as the UPDATE itself, which the foreign key checks of
+    -- every tenant's writes (FOR KEY SHARE of their organization) pass.
     UPDATE {org} o SET setup_version = o.setup_version + 1
-    FROM (SELECT id FROM {org} ORDER BY id FOR UPDATE) l WHERE o.id = l.id;
+    FROM (SELECT id FROM {org} ORDER BY id FOR NO KEY UPDATE) l WHERE o.id = l.id;
     RETURN NULL;
 END $$;
 

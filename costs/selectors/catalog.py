@@ -220,9 +220,10 @@ def price_book_known(memo: dict[str, Any], model_ids: Iterable[int]) -> PriceBoo
     known: dict[int, list[PriceRow]] = memo.get("prices", {})
     rows: list[PriceRow] = []
     for model_id in model_ids:
-        if model_id not in known:
+        found = known.get(model_id)
+        if found is None:
             return None
-        rows += known[model_id]
+        rows += found
     return PriceBook(rows)
 
 

@@ -271,3 +271,83 @@ def test_a_memo_part_starts_over_when_full(monkeypatch):
     setup.profiles_learn(memo, {"c": Profile(external_id="c")})
     assert setup.profiles_known(memo, ["a"]) is None
     assert setup.profiles_known(memo, ["c"]) == {"c": memo["profiles"]["c"]}
+
+
+def test_a_memo_part_starting_over_never_fails_a_reader(monkeypatch):
+    """Threads of one process read and learn the same memo; one starting a
+    part over must not pull a name from under another's lookup."""
+    import sys
+    import threading
+
+    from profiles import setup
+
+    monkeypatch.setattr(setup, "MAX_ENTRIES", 3)
+    memo: dict = {}
+    names = [f"p{i}" for i in range(6)]
+    profiles = {n: Profile(external_id=n) for n in names}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def learn() -> None:
+        while not stop.is_set():
+            for n in names:
+                setup.profiles_learn(memo, {n: profiles[n]})
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for n in names:
+                    found = setup.profiles_known(memo, [n])
+                    assert found is None or found == {n: profiles[n]}
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=f) for f in (learn, learn, read, read)]
+    try:
+        for t in threads:
+            t.start()
+        stop.wait(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_price_change_in_flight_holds_up_no_tenants_writes(tenant_a, tenant_b):
+    """A catalog change bumps every organization's version in its
+    transaction; the locks it takes must let other tenants' writes (whose
+    foreign keys share-lock their organization) go on meanwhile."""
+    import threading
+
+    from django.db import transaction
+
+    from tests.quotas.helpers import run_threads
+
+    budget_create(org=tenant_b.org, name="cap", limit=Decimal(5))
+    client = tenant_b.client()
+    inside, done = threading.Event(), threading.Event()
+
+    def change_prices(_):
+        with transaction.atomic():
+            price = global_price("openai", "gpt-4o")
+            Price.objects.filter(pk=price.pk).update(source="edited")
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=lambda: run_threads(1, change_prices))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        answer = check(client, reserve=True)
+        body = answer.json()
+        assert answer.status_code == 200 and "degraded" not in body, body
+        assert body["reservation_id"] is not None
+        assert ingest(client, "during").status_code == 201
+    finally:
+        done.set()
+        thread.join(10)

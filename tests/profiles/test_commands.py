@@ -44,7 +44,22 @@ def test_create_org_takes_the_contracts_own_example_address():
     assert Membership.objects.get(user=owner).role == "owner"
 
 
-@pytest.mark.parametrize("address", ["not-an-address", "a@b", "a b@c.d", "a@@b.c", "@b.c"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "not-an-address",
+        "a@b",
+        "a b@c.d",
+        "a@@b.c",
+        "@b.c",
+        "ops@acme.com>",
+        "a@b.c;d",
+        "<a>@b.cd",
+        "jo,hn@example.com",
+        "a@b.c\n",
+        "a@b.-",
+    ],
+)
 def test_create_org_refuses_what_is_not_an_address_and_creates_nothing(address):
     with pytest.raises(CommandError, match="mail"):
         _run("create_org", "acme", "--name", "Acme", "--owner-email", address)
