@@ -605,7 +605,11 @@ def _reserve(
             if deniers:  # every budget the call would pass, not only the first
                 return CheckResult(allowed=False, states=states, denied=deniers)
             return CheckResult(allowed=True, states=states, reservation=reservation)
-        # A budget was deleted, or changed what it counts, since the read: read again.
+        # A budget was deleted, or changed what it counts, or a period was
+        # reckoned anew (the organization's time zone changed) since the
+        # read: read again, in the zone as it stands.
+        org.timezone = Organization.objects.values_list("timezone", flat=True).get(pk=org.pk)
+        org.__dict__.pop("tz", None)
         with _limiter_lock_timeout():
             states = _matching_states(org, dims, now, open_missing=True)
     raise LimiterUnavailable("the organization's budgets kept changing during the reservation")
@@ -678,15 +682,18 @@ def _reserve_sql() -> str:
         WITH cfg AS MATERIALIZED (
             SELECT set_config('lock_timeout', %s, true) AS lock_timeout
         ), req AS (
-            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::text[])
-                AS r(period_id, amount, metric)
+            SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[])
+                AS r(period_id, amount, metric, period_end)
         ), locked AS (
             SELECT p.id, p.spent, p.reserved, b.{qn("limit")} AS lim
             FROM {_TABLE} p JOIN {Budget._meta.db_table} b ON b.id = p.budget_id
                 JOIN req r ON r.period_id = p.id, cfg
-            -- The budget as it stands: one whose metric, action or state
-            -- changed since the read is missing, and the caller reads again.
+            -- The budget and the period as they stand: one whose metric,
+            -- action or state changed since the read, or a period since
+            -- ended early (reckoned another way now), is missing, and the
+            -- caller reads again.
             WHERE b.metric = r.metric AND b.action = '{Budget.Action.BLOCK.value}' AND b.active
+                AND p."end" = r.period_end
             ORDER BY p.budget_id, p.start FOR UPDATE OF p
         ), verdict AS (
             SELECT count(*) = %s AND coalesce(bool_and(l.spent + l.reserved + r.amount <= l.lim), true)
@@ -742,6 +749,7 @@ def _reserve_statement(
         pg_array([s.period.pk for s, _ in holds]),
         pg_array([a for _, a in holds]),
         pg_array([s.budget.metric for s, _ in holds]),
+        pg_array([s.period.end for s, _ in holds]),
         len(holds),
     ]
     params += [
@@ -1318,6 +1326,11 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
         ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
         for pk in [*others, state.period.pk]:
             BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
+        # The rows reckoned the old way end now: nothing is counted on them
+        # any more. Reconciliation, which compares open rows with the ledger,
+        # leaves them be, and a reservation that read one before this commits
+        # finds its end changed and reads again (``_reserve_sql``).
+        BudgetPeriod.objects.filter(pk__in=others, start__lt=now, end__gt=now).update(end=now)
 
 
 def budgets_rezone(*, org: Organization) -> None:

@@ -275,3 +275,56 @@ def test_a_new_time_zone_waits_for_a_charge_being_committed_and_counts_it(tenant
         organization_save(org=org)
     (state,) = [p for p in BudgetPeriod.objects.filter(budget=budget) if p.start.hour == 10]
     assert state.spent == spend_between(budget, state.start, state.end) == Decimal("1.20")
+
+
+@pytest.mark.django_db
+def test_after_a_new_time_zone_reconciliation_finds_no_drift_on_the_old_rows(tenant_a):
+    """The rows reckoned in the old zone end at the change: reconciliation,
+    which recounts every open row, does not find them drifting (and alert)
+    as charges go to the new rows."""
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from quotas.reconcile import periods_reconcile
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+        usage_record(org=org, events=[_event("before")])
+        assert periods_reconcile(org=org) == []
+        org.timezone = "Asia/Tokyo"
+        organization_save(org=org)
+        usage_record(org=org, events=[_event("after")])
+        assert periods_reconcile(org=org) == []
+    utc, tokyo = BudgetPeriod.objects.filter(budget=budget).order_by("-start")
+    assert utc.end == datetime(2026, 11, 18, 12, tzinfo=UTC)  # ended at the change
+    assert (tokyo.spent, utc.spent) == (Decimal("0.60"), Decimal("0.30"))
+
+
+@pytest.mark.django_db
+def test_a_reservation_read_before_a_new_time_zone_holds_on_the_new_period(tenant_a):
+    """It read the old zone's row (the change committed before its
+    statement ran): the statement finds that row ended, and the reservation
+    reads again, in the new zone, and holds where reservations now look."""
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from quotas.services import budget_states_now
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+        quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        read_before = budget_states_now(org, datetime.now(UTC), matching=[DIMS])
+        changed = Organization.objects.get(pk=org.pk)
+        changed.timezone = "Asia/Tokyo"
+        organization_save(org=changed)
+        late = quota_check(
+            org=org, dims=DIMS, amounts={"cost": Decimal("0.30")}, reserve=True, states=read_before
+        )
+        assert late.allowed
+        # Both holds where reservations look now: 0.50 + 0.30 + 0.30 > 1.00.
+        refused = quota_check(
+            org=changed, dims=DIMS, amounts={"cost": Decimal("0.30")}, reserve=True
+        )
+        assert not refused.allowed
+    utc, tokyo = BudgetPeriod.objects.filter(budget=budget).order_by("-start")
+    assert (tokyo.reserved, utc.reserved) == (Decimal("0.80"), 0)
