@@ -78,6 +78,19 @@ def validate_address(email: str) -> None:
         validate_email(f"{local}@{domain}x")  # the same rules for all the rest
 
 
+def organizations_lock(org_ids: Iterable[object]) -> None:
+    """In the caller's transaction, lock these organizations' rows in id order,
+    FOR NO KEY UPDATE (which the foreign key checks of their writes pass): the
+    first lock of any change to an organization's setup, so two such changes
+    take their locks in one order."""
+    list(
+        Organization.objects.select_for_update(no_key=True)
+        .filter(pk__in=sorted(org_ids, key=str))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def organization_save(*, org: Organization) -> None:
     """Save the fields of ``org`` that changed (validated). A new time zone is
     announced (``profiles.signals.timezone_changed``) in the same transaction,
@@ -92,7 +105,8 @@ def organization_save(*, org: Organization) -> None:
     renaming the organization does not hold up its ingestions' commits)."""
     org.full_clean()
     with transaction.atomic():
-        stored = Organization.objects.select_for_update(no_key=True).get(pk=org.pk)
+        organizations_lock([org.pk])
+        stored = Organization.objects.get(pk=org.pk)
         changed = [
             f.name
             for f in Organization._meta.concrete_fields

@@ -15,7 +15,7 @@ from profiles.tenancy import orgs_managed_by
 from quotas.alerts import alert_mark_read, alert_resolve
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery, Reservation
 from quotas.selectors import bar_level, budget_states, budget_status
-from quotas.services import budget_create, budget_update, reservation_release
+from quotas.services import budget_create, budget_update, budgets_delete, reservation_release
 
 BAR_COLORS = {"ok": "#16a34a", "warn": "#d97706", "over": "#dc2626"}
 
@@ -128,6 +128,12 @@ class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
             fields = {f: getattr(obj, f) for f in self.fields if f != "organization"}
             created = budget_create(org=obj.organization, **fields)
             obj.pk = created.pk
+
+    def delete_model(self, request: HttpRequest, obj: Budget) -> None:
+        budgets_delete(budgets=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
+        budgets_delete(budgets=list(queryset))
 
 
 @admin.register(Reservation)

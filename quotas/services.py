@@ -38,6 +38,7 @@ from psycopg.types.json import Jsonb
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, pg_array, read
 from profiles.models import Organization, Profile
+from profiles.services import organizations_lock
 from profiles.setup import memo_part
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
@@ -1351,4 +1352,16 @@ def budgets_rezone(*, org: Organization) -> None:
 
 def budget_delete(*, budget: Budget) -> None:
     """Delete a budget with its periods; its open reservations lose that hold."""
-    budget.delete()
+    budgets_delete(budgets=[budget])
+
+
+def budgets_delete(*, budgets: Iterable[Budget]) -> None:
+    """Delete budgets with their periods. Their organizations' rows are
+    locked first, as every other change to an organization's setup takes them
+    (a budget's own change through its trigger, a time zone change before its
+    period rows): deleting the period rows first and then bumping the version
+    (the triggers) deadlocked with a time zone change."""
+    budgets = list(budgets)
+    with transaction.atomic():
+        organizations_lock({b.organization_id for b in budgets})
+        Budget.objects.filter(pk__in=[b.pk for b in budgets]).delete()

@@ -328,3 +328,44 @@ def test_a_reservation_read_before_a_new_time_zone_holds_on_the_new_period(tenan
         assert not refused.allowed
     utc, tokyo = BudgetPeriod.objects.filter(budget=budget).order_by("-start")
     assert (tokyo.reserved, utc.reserved) == (Decimal("0.80"), 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(tenant_a, monkeypatch):
+    """The time zone change holds the organization's row while it locks the
+    budgets' periods; a budget's deletion must not take the periods first and
+    then wait for that row (its triggers bump the organization's version)."""
+    import quotas.services as quota_services
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from quotas.models import Budget
+    from quotas.services import budget_delete
+    from tests.quotas.helpers import run_threads
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    keep = budget_create(org=org, name="Keep", period="daily", limit=Decimal("10.00"))
+    gone = budget_create(org=org, name="Gone", period="daily", limit=Decimal("10.00"))
+    rezone = quota_services.budgets_rezone
+    errors: list[BaseException] = []
+
+    def rezone_while_deleting(*, org):
+        deleting = threading.Thread(
+            target=lambda: errors.extend(run_threads(1, lambda _: budget_delete(budget=gone)))
+        )
+        deleting.start()
+        time.sleep(0.5)  # the deletion gets as far as it can meanwhile
+        rezone(org=org)
+        return deleting
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(
+        quota_services,
+        "budgets_rezone",
+        lambda *, org: threads.append(rezone_while_deleting(org=org)),
+    )
+    org.timezone = "Pacific/Kiritimati"
+    organization_save(org=org)
+    threads[0].join(30)
+    assert errors == []
+    assert list(Budget.objects.filter(organization=org)) == [keep]
+    assert BudgetPeriod.objects.filter(budget=keep, start__hour=10).exists()
