@@ -10,6 +10,7 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from unfold.admin import ModelAdmin, TabularInline
@@ -22,6 +23,7 @@ from profiles.services import (
     api_key_revoke,
     membership_invite,
     organization_save,
+    organizations_lock,
     parse_scopes,
 )
 from profiles.tenancy import orgs_managed_by
@@ -57,8 +59,29 @@ class MembershipInline(TenantInlineMixin, TabularInline):
         return request.user.is_superuser
 
 
+class LocksOrganizationsOnDeleteMixin:
+    """Deletes rows whose deletion reaches budgets and their periods (a key's,
+    an organization's) after locking their organizations, the first lock of
+    every change to an organization's setup (``organizations_lock``): the
+    periods first and the organization after (the setup-version triggers)
+    would deadlock with a time zone change."""
+
+    def _organization_of(self, obj: Any) -> object:
+        return obj.organization_id
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            organizations_lock([self._organization_of(obj)])
+            super().delete_model(request, obj)  # type: ignore[misc]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            organizations_lock({self._organization_of(obj) for obj in queryset})
+            super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
 @admin.register(Organization)
-class OrganizationAdmin(TenantScopedAdminMixin, ModelAdmin):
+class OrganizationAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin, ModelAdmin):
     org_path = ""
     list_display = ["name", "slug", "timezone", "currency", "fail_mode", "created_at"]
     search_fields = ["name", "slug"]
@@ -73,6 +96,9 @@ class OrganizationAdmin(TenantScopedAdminMixin, ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser
+
+    def _organization_of(self, obj: Any) -> object:
+        return obj.pk
 
     def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
         if change:
@@ -224,7 +250,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantScopedAdminMixin, ModelAdmin):
+class ApiKeyAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin, ModelAdmin):
     form = ApiKeyForm
     list_display = [
         "name",

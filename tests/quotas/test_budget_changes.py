@@ -331,27 +331,40 @@ def test_a_reservation_read_before_a_new_time_zone_holds_on_the_new_period(tenan
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(tenant_a, monkeypatch):
+@pytest.mark.parametrize("deletion", ["budget", "key in the admin"])
+def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(
+    tenant_a, monkeypatch, deletion
+):
     """The time zone change holds the organization's row while it locks the
-    budgets' periods; a budget's deletion must not take the periods first and
-    then wait for that row (its triggers bump the organization's version)."""
+    budgets' periods; a budget's deletion (itself, or with the key it is
+    for) must not take the periods first and then wait for that row (its
+    triggers bump the organization's version)."""
+    from django.contrib.admin.sites import site
+    from django.test import RequestFactory
+
     import quotas.services as quota_services
-    from profiles.models import Organization
+    from profiles.models import ApiKey, Organization
     from profiles.services import organization_save
     from quotas.models import Budget
     from quotas.services import budget_delete
+    from tests.factories import make_key
     from tests.quotas.helpers import run_threads
 
     org = Organization.objects.get(pk=tenant_a.org.pk)
+    key, _ = make_key(org, name="doomed")
     keep = budget_create(org=org, name="Keep", period="daily", limit=Decimal("10.00"))
-    gone = budget_create(org=org, name="Gone", period="daily", limit=Decimal("10.00"))
+    gone = budget_create(org=org, name="Gone", period="daily", limit=Decimal("10.00"), api_key=key)
     rezone = quota_services.budgets_rezone
     errors: list[BaseException] = []
 
+    def delete(_):
+        if deletion == "budget":
+            budget_delete(budget=gone)
+        else:
+            site._registry[ApiKey].delete_model(RequestFactory().post("/"), key)
+
     def rezone_while_deleting(*, org):
-        deleting = threading.Thread(
-            target=lambda: errors.extend(run_threads(1, lambda _: budget_delete(budget=gone)))
-        )
+        deleting = threading.Thread(target=lambda: errors.extend(run_threads(1, delete)))
         deleting.start()
         time.sleep(0.5)  # the deletion gets as far as it can meanwhile
         rezone(org=org)
