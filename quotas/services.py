@@ -32,7 +32,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -42,7 +43,7 @@ from profiles.services import organizations_lock
 from profiles.setup import memo_part
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
-from quotas.spend import spend_between
+from quotas.spend import spend_between, spend_between_many
 
 logger = logging.getLogger(__name__)
 
@@ -1227,20 +1228,22 @@ def _normalized(fields: dict[str, object]) -> dict[str, object]:
 BUDGET_SETTLE_SECONDS = 10
 
 
-def _settle_later(budget: Budget) -> None:
+def _settle_later(*budgets: Budget) -> None:
     """After the caller's transaction commits, queue the reconciliation of
-    ``budget`` BUDGET_SETTLE_SECONDS later."""
+    ``budgets`` (one organization's) BUDGET_SETTLE_SECONDS later."""
+    org_id = str(budgets[0].organization_id)
+    budget_ids = [str(b.pk) for b in budgets]
 
     def enqueue() -> None:
         from quotas.tasks import reconcile_counters
 
         try:
             reconcile_counters.apply_async(
-                kwargs={"org_id": str(budget.organization_id), "budget_ids": [str(budget.pk)]},
+                kwargs={"org_id": org_id, "budget_ids": budget_ids},
                 countdown=BUDGET_SETTLE_SECONDS,
             )
         except Exception:  # noqa: BLE001 - the hourly reconciliation catches up
-            logger.warning("could not queue the settling of budget %s", budget.pk, exc_info=True)
+            logger.warning("could not queue the settling of budgets %s", budget_ids, exc_info=True)
 
     transaction.on_commit(enqueue)
 
@@ -1337,17 +1340,114 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
 def budgets_rezone(*, org: Organization) -> None:
     """In the caller's transaction, after ``org``'s time zone changed (``org``
     holds the new one): every active budget's period is reckoned in the new
-    zone, so each opens its current period as it now falls (its ``spent``
-    summed from the ledger) and its in-flight holds move there; otherwise the
+    zone, so each opens its current period as it now falls, its ``spent``
+    summed from the ledger, and its in-flight holds move there; otherwise the
     new period would start with nothing reserved and let reservations pass
-    the limit until the old holds end. Budgets in id order, each one's rows
-    in start order: the one lock order of every counter writer. A ``total``
-    budget has one period whatever the zone."""
-    for budget in Budget.objects.filter(organization=org, active=True).order_by("id"):
-        if budget.period == Budget.Period.TOTAL:
-            continue
+    the limit until the old holds end. The rows reckoned the old way end now.
+    A ``total`` budget has one period whatever the zone.
+
+    What ``_period_reset`` does for one budget, for all of them in a fixed
+    number of statements (the period rows stay locked until the caller
+    commits, so however many budgets, briefly): lock the open rows and those
+    at the new starts in (budget, start) order, the one lock order of every
+    counter writer; open the missing ones; give each its end; recount them
+    from one read of the ledger per kind of period; move the holds; set
+    ``reserved`` from the live holds; end the old rows."""
+    now = timezone.now()
+    budgets = [
+        b
+        for b in Budget.objects.filter(organization=org, active=True).order_by("id")
+        if b.period != Budget.Period.TOTAL
+    ]
+    if not budgets:
+        return
+    for budget in budgets:
         budget.organization = org
-        _period_reset(budget, recount=True, drop_holds=False, move_holds=True)
+    bounds = {kind: period_bounds(kind, org.tz, now) for kind in {b.period for b in budgets}}
+    span = {b.pk: bounds[b.period] for b in budgets}
+    ids = list(span)
+
+    def locked() -> list[tuple[int, object, datetime, datetime]]:
+        return list(
+            BudgetPeriod.objects.select_for_update()
+            .filter(
+                Q(start__lte=now, end__gt=now) | Q(start__in={s for s, _ in bounds.values()}),
+                budget_id__in=ids,
+            )
+            .order_by("budget_id", "start")
+            .values_list("pk", "budget_id", "start", "end")
+        )
+
+    rows = locked()
+    found = {(budget_id, start) for _, budget_id, start, _ in rows}
+    missing = [b for b in budgets if (b.pk, span[b.pk][0]) not in found]
+    if missing:
+        # Opened empty, recounted below with the others. A row another
+        # transaction opened meanwhile is left as it is, and locked next.
+        BudgetPeriod.objects.bulk_create(
+            [
+                BudgetPeriod(
+                    budget=b,
+                    start=span[b.pk][0],
+                    end=span[b.pk][1],
+                    spent=Decimal(0),
+                    reserved=Decimal(0),
+                    opened_at=now,
+                )
+                for b in missing
+            ],
+            ignore_conflicts=True,
+        )
+        rows = locked()
+    current = {budget_id: pk for pk, budget_id, start, _ in rows if start == span[budget_id][0]}
+    old = {pk: current[budget_id] for pk, budget_id, start, end in rows
+           if pk != current[budget_id] and start <= now < end}  # fmt: skip
+    spent: dict[object, Decimal] = {}
+    for kind, (start, end) in bounds.items():
+        spent |= spend_between_many([b for b in budgets if b.period == kind], start, end)
+    _periods_set(
+        [current[b.pk] for b in budgets],
+        ends=[span[b.pk][1] for b in budgets],
+        spent=[spent[b.pk] for b in budgets],
+    )
+    if old:
+        moved = fetch(
+            f"UPDATE {ReservationHold._meta.db_table} h SET period_id = m.new "  # noqa: S608
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS m(old, new) "
+            "WHERE h.period_id = m.old RETURNING h.period_id",
+            [pg_array(list(old)), pg_array(list(old.values()))],
+        )
+        _periods_reserved_from_holds([*old, *{pk for (pk,) in moved}])
+        BudgetPeriod.objects.filter(pk__in=list(old), start__lt=now, end__gt=now).update(end=now)
+    _settle_later(*budgets)
+
+
+def _periods_set(ids: list[int], *, ends: list[datetime], spent: list[Decimal]) -> None:
+    """Give each period of ``ids`` its end and its ``spent``: one statement."""
+    fetch(
+        f'UPDATE {_TABLE} p SET "end" = v.period_end, spent = v.spent '  # noqa: S608
+        "FROM unnest(%s::bigint[], %s::timestamptz[], %s::numeric[]) "
+        "AS v(id, period_end, spent) WHERE p.id = v.id RETURNING p.id",
+        [pg_array(ids), pg_array(ends), pg_array(spent)],
+    )
+
+
+def _periods_reserved_from_holds(ids: list[int]) -> None:
+    """Set ``reserved`` of each period of ``ids`` to its live holds
+    (``period_held``): one statement."""
+    BudgetPeriod.objects.filter(pk__in=ids).update(
+        reserved=Coalesce(
+            Subquery(
+                ReservationHold.objects.filter(
+                    period_id=OuterRef("pk"), reservation__status=Reservation.Status.HELD
+                )
+                .values("period_id")
+                .annotate(total=models.Sum("amount"))
+                .values("total")
+            ),
+            Decimal(0),
+        )
+    )
 
 
 def budget_delete(*, budget: Budget) -> None:

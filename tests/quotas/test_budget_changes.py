@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +15,7 @@ from django.db import connection
 
 from costs.services import usage_record
 from quotas.models import BudgetPeriod, Reservation
+from quotas.periods import period_bounds
 from quotas.services import Dimensions, budget_create, budget_update, quota_check
 from quotas.spend import spend_between
 from tests.quotas.helpers import (
@@ -382,3 +383,71 @@ def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(
     assert errors == []
     assert list(Budget.objects.filter(organization=org)) == [keep]
     assert BudgetPeriod.objects.filter(budget=keep, start__hour=10).exists()
+
+
+def _budgets_of_every_scope(org, key, profiles, copies: int) -> list:
+    """Budgets of each kind of period and scope, ``copies`` of each."""
+    specs = []
+    for i in range(copies):
+        for period in ("daily", "weekly", "monthly"):
+            specs += [
+                {"name": f"org-{period}-{i}", "period": period},
+                {"name": f"req-{period}-{i}", "period": period, "metric": "requests"},
+                {"name": f"model-{period}-{i}", "period": period, "model": "custom-x"},
+                {"name": f"other-{period}-{i}", "period": period, "provider": "elsewhere"},
+                {"name": f"key-{period}-{i}", "period": period, "api_key": key},
+            ]
+            specs += [
+                {"name": f"{p.external_id}-{period}-{i}", "period": period, "profile": p}
+                for p in profiles
+            ]
+    limits = {"requests": Decimal(1000)}
+    return [
+        budget_create(org=org, limit=limits.get(s.get("metric", ""), Decimal(100)), **s)
+        for s in specs
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copies", [1, 4])
+def test_a_new_time_zone_recounts_every_budget_in_a_fixed_number_of_statements(tenant_a, copies):
+    """However many budgets, the change takes the same statements, and each
+    budget's new period holds what the ledger says of it, in the new zone."""
+    from django.test.utils import CaptureQueriesContext
+
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from tests.factories import ProfileFactory, make_key
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        key, _ = make_key(org, name="scoped")
+        profiles = [ProfileFactory(organization=org, external_id=f"p{i}") for i in range(3)]
+        budgets = _budgets_of_every_scope(org, key, profiles, copies)
+        events = []
+        for i, hours in enumerate([1, 5, 10, 20, 30, 200, 400]):
+            at = datetime(2026, 11, 18, 12, tzinfo=UTC) - timedelta(hours=hours)
+            events.append(_event(f"e{i}", f"0.{i + 1}0", occurred_at=at))
+        usage_record(org=org, events=events)
+        for i, profile in enumerate(profiles):
+            events = [
+                _event(f"p{i}-{j}", "0.05", profile=profile.external_id) for j in range(i + 1)
+            ]
+            usage_record(org=org, events=events, api_key=key if i == 0 else None)
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.25")}, reserve=True)
+        assert held.allowed
+        org.timezone = "America/Los_Angeles"
+        with CaptureQueriesContext(connection) as captured:
+            organization_save(org=org)
+        now = datetime(2026, 11, 18, 12, tzinfo=UTC)
+        for budget in budgets:
+            start, end = period_bounds(budget.period, org.tz, now)
+            period = BudgetPeriod.objects.get(budget=budget, start=start)
+            assert period.end == end
+            assert period.spent == spend_between(budget, start, end), budget.name
+            expected_hold = Decimal("0.25") if budget.name.startswith(("org-", "model-")) else 0
+            assert period.reserved == expected_hold, budget.name
+            stale = BudgetPeriod.objects.filter(budget=budget, start__lte=now, end__gt=now)
+            assert list(stale) == [period], budget.name
+    statements = [q for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 20, [q["sql"][:80] for q in statements]
