@@ -167,6 +167,13 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
 
     # Deleting goes through the service that keeps the rollups equal to the
     # ledger (a deleted profile's events stay, without a profile).
+    def save_model(self, request: HttpRequest, obj: Profile, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            # The organization first, as every change to its setup (a rename
+            # or a switch off bumps its version).
+            organizations_lock([obj.organization_id])
+            super().save_model(request, obj, form, change)
+
     def delete_model(self, request: HttpRequest, obj: Profile) -> None:
         from costs.services.profiles import profiles_delete
 

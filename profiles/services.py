@@ -91,6 +91,13 @@ def organizations_lock(org_ids: Iterable[object]) -> None:
     )
 
 
+def organization_locked(org_id: object) -> Organization:
+    """``organizations_lock`` of one organization, and its row as it stands
+    once locked (its time zone, which what follows may reckon periods in)."""
+    organizations_lock([org_id])
+    return Organization.objects.get(pk=org_id)
+
+
 def organization_save(*, org: Organization) -> None:
     """Save the fields of ``org`` that changed (validated). A new time zone is
     announced (``profiles.signals.timezone_changed``) in the same transaction,
@@ -105,8 +112,7 @@ def organization_save(*, org: Organization) -> None:
     renaming the organization does not hold up its ingestions' commits)."""
     org.full_clean()
     with transaction.atomic():
-        organizations_lock([org.pk])
-        stored = Organization.objects.get(pk=org.pk)
+        stored = organization_locked(org.pk)
         changed = [
             f.name
             for f in Organization._meta.concrete_fields

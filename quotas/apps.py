@@ -13,7 +13,7 @@ class QuotasConfig(AppConfig):
         timezone_changed.connect(_rezone, dispatch_uid="quotas.budgets_rezone")
 
 
-def _rezone(sender: object, organization: object, **kwargs: object) -> None:
+def _rezone(sender: object, organization: object, previous: str, **kwargs: object) -> None:
     from quotas.services import budgets_rezone
 
-    budgets_rezone(org=organization)  # type: ignore[arg-type]
+    budgets_rezone(org=organization, previous=previous)  # type: ignore[arg-type]

@@ -47,7 +47,11 @@ def periods_reconcile(
     for period_id in period_ids:
         with transaction.atomic():
             period = (
-                BudgetPeriod.objects.select_for_update().select_related("budget").get(pk=period_id)
+                # The period's row only, not its budget's: a budget's change
+                # holds that row while it waits for this one.
+                BudgetPeriod.objects.select_for_update(of=("self",))
+                .select_related("budget")
+                .get(pk=period_id)
             )
             ledger = spend_between(period.budget, period.start, period.end)
             held = period_held(period_id)

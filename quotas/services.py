@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
@@ -39,7 +40,7 @@ from psycopg.types.json import Jsonb
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, pg_array, read
 from profiles.models import Organization, Profile
-from profiles.services import organizations_lock
+from profiles.services import organization_locked, organizations_lock
 from profiles.setup import memo_part
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
@@ -592,7 +593,10 @@ def _reserve(
         holds = _holds(states, amounts)
         held = {s.period.pk for s, _ in holds}
         counters = _reserve_statement(
-            reservation, holds, seen=[s.period.pk for s in states if s.period.pk not in held]
+            reservation,
+            holds,
+            seen=[s.period.pk for s in states if s.period.pk not in held],
+            tz=org.tz,
         )
         if counters is not None:
             # Every budget's counters as the statement found them (a budget
@@ -691,9 +695,9 @@ def _reserve_sql() -> str:
             FROM {_TABLE} p JOIN {Budget._meta.db_table} b ON b.id = p.budget_id
                 JOIN req r ON r.period_id = p.id, cfg
             -- The budget and the period as they stand: one whose metric,
-            -- action or state changed since the read, or a period since
-            -- ended early (reckoned another way now), is missing, and the
-            -- caller reads again.
+            -- action or state changed since the read, or a period that ended
+            -- early (reckoned another way now), is missing, and the caller
+            -- reads again.
             WHERE b.metric = r.metric AND b.action = '{Budget.Action.BLOCK.value}' AND b.active
                 AND p."end" = r.period_end
             ORDER BY p.budget_id, p.start FOR UPDATE OF p
@@ -724,7 +728,11 @@ def _reserve_sql() -> str:
 
 
 def _reserve_statement(
-    reservation: Reservation, holds: list[tuple[BudgetState, Decimal]], *, seen: list[int]
+    reservation: Reservation,
+    holds: list[tuple[BudgetState, Decimal]],
+    *,
+    seen: list[int],
+    tz: ZoneInfo,
 ) -> dict[int, tuple[bool, Decimal, Decimal]] | None:
     """PostgreSQL: the whole reservation in one statement. It locks the periods in
     (budget, start) order, the one lock order of every counter writer; decides
@@ -751,7 +759,9 @@ def _reserve_statement(
         pg_array([s.period.pk for s, _ in holds]),
         pg_array([a for _, a in holds]),
         pg_array([s.budget.metric for s, _ in holds]),
-        pg_array([s.period.end for s, _ in holds]),
+        # The end each period has by its start (a row reckoned another way
+        # since the read ended early, at the change).
+        pg_array([period_bounds(s.budget.period, tz, s.period.start)[1] for s, _ in holds]),
         len(holds),
     ]
     params += [
@@ -1253,9 +1263,12 @@ def budget_create(*, org: Organization, **fields: object) -> Budget:
     the ledger says its filters already used this period; reconciled again
     once ingestions in flight have finished (``BUDGET_SETTLE_SECONDS``)."""
     fields = _normalized(fields)
+    Budget(organization=org, **fields).full_clean()
     with transaction.atomic():
+        # The organization first, as every change to its setup, and as it
+        # stands then: its period opens in the zone in force.
+        org = organization_locked(org.pk)
         budget = Budget(organization=org, **fields)
-        budget.full_clean()
         budget.save()
         current_states(org, [budget], timezone.now())
         _settle_later(budget)
@@ -1275,6 +1288,13 @@ def budget_update(*, budget: Budget, **changes: object) -> Budget:
         setattr(budget, key, value)
     budget.full_clean()
     with transaction.atomic():
+        # The organization first, as every change to its setup, and as it
+        # stands then: the period is reckoned in the zone in force.
+        budget.organization = organization_locked(budget.organization_id)
+        if not Budget.objects.filter(pk=budget.pk).exists():
+            # Deleted while this change waited for the lock: saving would
+            # insert it again.
+            raise Budget.DoesNotExist("The budget was deleted meanwhile.")
         budget.save()
         _period_reset(
             budget,
@@ -1330,21 +1350,27 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
         ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
         for pk in [*others, state.period.pk]:
             BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
-        # The rows reckoned the old way end now: nothing is counted on them
-        # any more. Reconciliation, which compares open rows with the ledger,
-        # leaves them be, and a reservation that read one before this commits
-        # finds its end changed and reads again (``_reserve_sql``).
+    # Any other open row was reckoned another way (another kind of period, or
+    # another time zone while the budget was off): it ends now, and nothing is
+    # counted on it any more. Reconciliation, which compares open rows with
+    # the ledger, leaves it be, and a reservation that read it finds its end
+    # is not its period's and reads again (``_reserve_sql``).
+    others = [pk for pk in rows if pk != state.period.pk]
+    if others:
         BudgetPeriod.objects.filter(pk__in=others, start__lt=now, end__gt=now).update(end=now)
 
 
-def budgets_rezone(*, org: Organization) -> None:
+def budgets_rezone(*, org: Organization, previous: str | None = None) -> None:
     """In the caller's transaction, after ``org``'s time zone changed (``org``
     holds the new one): every active budget's period is reckoned in the new
     zone, so each opens its current period as it now falls, its ``spent``
     summed from the ledger, and its in-flight holds move there; otherwise the
     new period would start with nothing reserved and let reservations pass
     the limit until the old holds end. The rows reckoned the old way end now.
-    A ``total`` budget has one period whatever the zone.
+    A ``total`` budget has one period whatever the zone, and so has a kind of
+    period whose bounds the change leaves where they were (``previous``, the
+    old zone's name: Europe/Paris to Europe/Berlin, or UTC to Europe/London in
+    winter), whose rows writers still reckoning the old way may be opening.
 
     What ``_period_reset`` does for one budget, for all of them in a fixed
     number of statements (the period rows stay locked until the caller
@@ -1354,10 +1380,19 @@ def budgets_rezone(*, org: Organization) -> None:
     from one read of the ledger per kind of period; move the holds; set
     ``reserved`` from the live holds; end the old rows."""
     now = timezone.now()
+    rezoned = {
+        kind
+        for kind in _PERIOD_KINDS
+        if kind != Budget.Period.TOTAL
+        and (
+            previous is None
+            or period_bounds(kind, org.tz, now) != period_bounds(kind, ZoneInfo(previous), now)
+        )
+    }
     budgets = [
         b
         for b in Budget.objects.filter(organization=org, active=True).order_by("id")
-        if b.period != Budget.Period.TOTAL
+        if b.period in rezoned
     ]
     if not budgets:
         return

@@ -14,7 +14,7 @@ import time_machine
 from django.db import connection
 
 from costs.services import usage_record
-from quotas.models import BudgetPeriod, Reservation
+from quotas.models import Budget, BudgetPeriod, Reservation
 from quotas.periods import period_bounds
 from quotas.services import Dimensions, budget_create, budget_update, quota_check
 from quotas.spend import spend_between
@@ -364,18 +364,18 @@ def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(
         else:
             site._registry[ApiKey].delete_model(RequestFactory().post("/"), key)
 
-    def rezone_while_deleting(*, org):
+    def rezone_while_deleting(*, org, previous):
         deleting = threading.Thread(target=lambda: errors.extend(run_threads(1, delete)))
         deleting.start()
         time.sleep(0.5)  # the deletion gets as far as it can meanwhile
-        rezone(org=org)
+        rezone(org=org, previous=previous)
         return deleting
 
     threads: list[threading.Thread] = []
     monkeypatch.setattr(
         quota_services,
         "budgets_rezone",
-        lambda *, org: threads.append(rezone_while_deleting(org=org)),
+        lambda **kwargs: threads.append(rezone_while_deleting(**kwargs)),
     )
     org.timezone = "Pacific/Kiritimati"
     organization_save(org=org)
@@ -451,3 +451,146 @@ def test_a_new_time_zone_recounts_every_budget_in_a_fixed_number_of_statements(t
             assert list(stale) == [period], budget.name
     statements = [q for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) <= 20, [q["sql"][:80] for q in statements]
+
+
+@pytest.mark.django_db
+def test_a_budget_off_during_a_new_time_zone_ends_its_old_row_when_back_on(tenant_a):
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from quotas.reconcile import periods_reconcile
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+        usage_record(org=org, events=[_event("before")])
+        budget_update(budget=budget, active=False)
+        org.timezone = "Asia/Tokyo"
+        organization_save(org=org)
+        budget = Budget.objects.get(pk=budget.pk)
+        budget_update(budget=budget, active=True)
+        usage_record(org=org, events=[_event("after")])
+        assert periods_reconcile(org=org) == []
+        now = datetime(2026, 11, 18, 12, tzinfo=UTC)
+        (open_row,) = BudgetPeriod.objects.filter(budget=budget, start__lte=now, end__gt=now)
+    assert (open_row.start, open_row.spent) == (
+        datetime(2026, 10, 31, 15, tzinfo=UTC),
+        Decimal("0.60"),
+    )
+
+
+@pytest.mark.django_db
+def test_a_reservation_with_the_old_zone_in_hand_after_the_change_holds_on_the_new_period(
+    tenant_a,
+):
+    """Its key lookup read the organization before the change, its read of
+    the budgets came after: the old row it finds ended at the change, which
+    is not where its period ends, so it reads again in the zone in force."""
+    from profiles.models import Organization
+    from profiles.services import organization_save
+
+    stale = Organization.objects.get(pk=tenant_a.org.pk)
+    with time_machine.travel(datetime(2026, 11, 18, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=stale, name="Cap", limit=Decimal("1.00"))
+        held = quota_check(org=stale, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        assert held.allowed
+        changed = Organization.objects.get(pk=stale.pk)
+        changed.timezone = "Asia/Tokyo"
+        organization_save(org=changed)
+    with time_machine.travel(datetime(2026, 11, 18, 12, 0, 1, tzinfo=UTC), tick=False):
+        late = quota_check(org=stale, dims=DIMS, amounts={"cost": Decimal("0.60")}, reserve=True)
+    assert not late.allowed  # 0.50 held + 0.60 > 1.00
+    rows = {p.start.day: p.reserved for p in BudgetPeriod.objects.filter(budget=budget)}
+    assert rows == {31: Decimal("0.50"), 1: 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypatch):
+    """The change holds the budget's row and then locks its periods; the
+    reconciliation locks a period and must not then wait for the budget's row."""
+    import quotas.services as quota_services
+    from quotas.reconcile import periods_reconcile
+    from tests.quotas.helpers import run_threads
+
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+    usage_record(org=org, events=[_event("k1")])
+    reset = quota_services._period_reset
+
+    def slow_reset(*args, **kwargs):
+        time.sleep(1)  # the budget's row is updated; its periods not locked yet
+        return reset(*args, **kwargs)
+
+    monkeypatch.setattr(quota_services, "_period_reset", slow_reset)
+    changing = threading.Thread(
+        target=lambda: errors.extend(
+            run_threads(1, lambda _: budget_update(budget=budget, limit=Decimal("20.00")))
+        )
+    )
+    errors: list[BaseException] = []
+    changing.start()
+    time.sleep(0.3)
+    periods_reconcile(org=org, budget_ids=[budget.pk])
+    changing.join(30)
+    assert errors == []
+    assert Budget.objects.get(pk=budget.pk).limit == Decimal("20.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_change_waiting_on_its_deletion_is_a_not_found_not_a_deadlock(
+    tenant_a, monkeypatch
+):
+    import profiles.services as profile_services
+    import quotas.services as quota_services
+    from quotas.services import budget_delete
+    from tests.quotas.helpers import run_threads
+
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+    lock = profile_services.organizations_lock
+
+    def slow_lock(ids):
+        lock(ids)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(1)  # the organization is held; the budget not deleted yet
+
+    monkeypatch.setattr(quota_services, "organizations_lock", slow_lock)
+    errors: list[BaseException] = []
+    deleting = threading.Thread(
+        name="deleting",
+        target=lambda: errors.extend(run_threads(1, lambda _: budget_delete(budget=budget))),
+    )
+    deleting.start()
+    time.sleep(0.3)
+    with pytest.raises(Budget.DoesNotExist):
+        budget_update(budget=Budget.objects.get(pk=budget.pk), limit=Decimal("50.00"))
+    deleting.join(30)
+    assert errors == []
+    assert not Budget.objects.filter(pk=budget.pk).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("before", "after"), [("UTC", "Africa/Abidjan"), ("Europe/Paris", "Europe/Berlin")]
+)
+def test_a_new_time_zone_that_moves_no_period_leaves_the_rows_alone(tenant_a, before, after):
+    """Same bounds, same rows: writers still reckoning in the old zone may be
+    opening those very rows, which the change must not lock out of order."""
+    from django.test.utils import CaptureQueriesContext
+
+    from profiles.models import Organization
+    from profiles.services import organization_save
+
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    org.timezone = before
+    organization_save(org=org)
+    for period in ("daily", "weekly", "monthly"):
+        budget_create(org=org, name=period, period=period, limit=Decimal("10.00"))
+    usage_record(org=org, events=[_event("k1")])
+    rows = list(BudgetPeriod.objects.order_by("pk").values_list("pk", "start", "end", "spent"))
+    org.timezone = after
+    with CaptureQueriesContext(connection) as captured:
+        organization_save(org=org)
+    assert not [q for q in captured.captured_queries if BudgetPeriod._meta.db_table in q["sql"]]
+    assert (
+        list(BudgetPeriod.objects.order_by("pk").values_list("pk", "start", "end", "spent")) == rows
+    )
