@@ -172,6 +172,10 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
             # The organization first, as every change to its setup (a rename
             # or a switch off bumps its version).
             organizations_lock([obj.organization_id])
+            if change and not Profile.objects.filter(pk=obj.pk).exists():
+                # Deleted while this change waited: saving would insert it again.
+                messages.error(request, "This profile was deleted meanwhile; nothing was saved.")
+                return
             super().save_model(request, obj, form, change)
 
     def delete_model(self, request: HttpRequest, obj: Profile) -> None:

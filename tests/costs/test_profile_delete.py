@@ -135,3 +135,48 @@ def test_a_profile_deleted_while_a_reservation_is_taken_for_it_is_named_anew(
     assert body["allowed"] is True and "degraded" not in body
     again = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
     assert Reservation.objects.get(pk=body["reservation_id"]).profile_id == again.pk != first.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_comes_back(
+    tenant_a, monkeypatch
+):
+    """The deletion holds the organization; the admin's save must wait for it
+    there, not lock the profile first (its rename or switch-off bumps the
+    organization's version), and must not insert the deleted profile again."""
+    import threading
+    import time
+
+    from django.contrib.admin.sites import site
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.test import RequestFactory
+
+    import costs.services.profiles as profile_deletion
+    from profiles.services import organizations_lock
+
+    profile = Profile.objects.create(organization=tenant_a.org, external_id="doomed")
+
+    def slow_lock(ids):
+        organizations_lock(ids)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(1)  # the organization is held; the profile not deleted yet
+
+    monkeypatch.setattr(profile_deletion, "organizations_lock", slow_lock)
+    errors: list[BaseException] = []
+    deleting = threading.Thread(
+        target=lambda: errors.extend(run_threads(1, lambda _: profiles_delete(profiles=[profile])))
+    )
+    deleting.start()
+    time.sleep(0.3)
+    request = RequestFactory().post("/")
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    changed = Profile.objects.get(pk=profile.pk)
+    changed.active = False
+    site._registry[Profile].save_model(request, changed, None, True)
+    deleting.join(30)
+    assert errors == []
+    assert not Profile.objects.filter(pk=profile.pk).exists()
+    assert [str(m) for m in request._messages] == [
+        "This profile was deleted meanwhile; nothing was saved."
+    ]
