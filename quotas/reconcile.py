@@ -51,8 +51,13 @@ def periods_reconcile(
                 # holds that row while it waits for this one.
                 BudgetPeriod.objects.select_for_update(of=("self",))
                 .select_related("budget")
-                .get(pk=period_id)
+                .filter(pk=period_id)
+                .first()
             )
+            if period is None or period.end <= now:
+                # Deleted with its budget meanwhile, or ended early (reckoned
+                # another way now): nothing is counted on it any more.
+                continue
             ledger = spend_between(period.budget, period.start, period.end)
             held = period_held(period_id)
             if period.spent != ledger or period.reserved != held:

@@ -594,3 +594,33 @@ def test_a_new_time_zone_that_moves_no_period_leaves_the_rows_alone(tenant_a, be
     assert (
         list(BudgetPeriod.objects.order_by("pk").values_list("pk", "start", "end", "spent")) == rows
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("meanwhile", ["ended", "deleted"])
+def test_a_reconciliation_skips_a_period_ended_or_deleted_after_it_listed_them(
+    tenant_a, monkeypatch, meanwhile
+):
+    import quotas.reconcile as reconcile_module
+    from quotas.reconcile import periods_reconcile
+
+    org = tenant_a.org
+    first = budget_create(org=org, name="A", limit=Decimal("10.00"))
+    second = budget_create(org=org, name="B", limit=Decimal("10.00"))
+    usage_record(org=org, events=[_event("k1")])
+    ordered = sorted([first, second], key=lambda b: str(b.pk))
+    spend = reconcile_module.spend_between
+    done: list[bool] = []
+
+    def change_the_other(budget, start, end):
+        if not done:  # while the first period is recounted
+            done.append(True)
+            other = ordered[1]
+            if meanwhile == "ended":
+                BudgetPeriod.objects.filter(budget=other).update(end=start + timedelta(hours=1))
+            else:
+                Budget.objects.filter(pk=other.pk).delete()
+        return spend(budget, start, end)
+
+    monkeypatch.setattr(reconcile_module, "spend_between", change_the_other)
+    assert periods_reconcile(org=org) == []
