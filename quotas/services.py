@@ -28,7 +28,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -126,8 +126,9 @@ def active_budgets(org: Organization) -> list[Budget]:
     return read(active_budgets_read(org))
 
 
-def active_budgets_read(org: Organization) -> Read[list[Budget]]:
-    """``active_budgets`` as a ``Read``, to send with a request's other reads."""
+def active_budgets_read(org: Organization, *, limit: int | None = None) -> Read[list[Budget]]:
+    """``active_budgets`` as a ``Read``, to send with a request's other reads;
+    the first ``limit`` of them, if given."""
 
     def load(rows: list[tuple]) -> list[Budget]:
         budgets = [_BUDGETS.read(row) for row in rows]
@@ -135,10 +136,14 @@ def active_budgets_read(org: Organization) -> Read[list[Budget]]:
             budget.organization = org
         return budgets
 
+    params: list[object] = [db_value(Budget, "organization", org.pk)]
+    if limit is not None:
+        params.append(limit)
     return Read(
         f"SELECT {_BUDGETS.columns('b')} FROM {Budget._meta.db_table} b "  # noqa: S608
-        "WHERE b.organization_id = %s AND b.active ORDER BY b.id",
-        [db_value(Budget, "organization", org.pk)],
+        "WHERE b.organization_id = %s AND b.active ORDER BY b.id"
+        + (" LIMIT %s" if limit is not None else ""),
+        params,
         _BUDGETS.width,
         load,
     )
@@ -156,7 +161,9 @@ def budget_states_known(
     remembered (it may not be open yet)."""
     budgets = memo.get("budgets")
     if budgets is None:
-        budgets = budgets_learn(memo, active_budgets(org))
+        budgets = budgets_learn(memo, read(memo_budgets_read(org)))
+    if budgets is False:  # too many to keep: read as before
+        return None
     periods = memo.get("periods", {})
     bounds: dict[str, tuple[datetime, datetime]] = {}
     states: dict[object, BudgetState] = {}
@@ -186,11 +193,28 @@ def budget_states_known(
     return sorted(states.values(), key=lambda s: str(s.budget.pk))
 
 
+# An organization with more active budgets than this (a budget per end user,
+# say) keeps none in the setup memo: each process would hold them all, and
+# read them all again after every change to one.
+MEMO_BUDGETS_MAX = 10_000
+
+
+def memo_budgets_read(org: Organization) -> Read[list[Budget]]:
+    """What ``budgets_learn`` takes: the active budgets, one more than
+    ``MEMO_BUDGETS_MAX`` at most."""
+    return active_budgets_read(org, limit=MEMO_BUDGETS_MAX + 1)
+
+
 def budgets_learn(
     memo: dict[str, Any], budgets: Iterable[Budget]
-) -> dict[object | None, list[Budget]]:
-    """Remember the organization's active ``budgets``, read at the memo's
-    version (or after it), by the profile they are for (None: any)."""
+) -> dict[object | None, list[Budget]] | Literal[False]:
+    """Remember the organization's active ``budgets`` (``memo_budgets_read``),
+    read at the memo's version (or after it), by the profile they are for
+    (None: any); or, past ``MEMO_BUDGETS_MAX``, that there are too many."""
+    budgets = list(budgets)
+    if len(budgets) > MEMO_BUDGETS_MAX:
+        memo["budgets"] = False
+        return False
     by_profile: dict[object | None, list[Budget]] = defaultdict(list)
     for budget in budgets:
         by_profile[budget.profile_id].append(budget)

@@ -23,11 +23,11 @@ from profiles.setup import profiles_known, profiles_learn, setup_memo
 from quotas.services import (
     BudgetState,
     Dimensions,
-    active_budgets_read,
     budget_states_known,
     budget_states_learn,
     budget_states_read,
     budgets_learn,
+    memo_budgets_read,
 )
 
 
@@ -72,7 +72,7 @@ def read_ahead(
         budget_states_read(org, at, open_missing=False, matching=dims, profile_names=names),
     ]
     if memo is not None and "budgets" not in memo:
-        reads.append(active_budgets_read(org))  # all of them, once per version
+        reads.append(memo_budgets_read(org))  # all of them, once per version
     book, profiles, states, *budgets = read_together(*reads)
     if memo is not None:
         price_book_learn(memo, model_ids, book)

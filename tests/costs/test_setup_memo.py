@@ -351,3 +351,25 @@ def test_a_price_change_in_flight_holds_up_no_tenants_writes(tenant_a, tenant_b)
     finally:
         done.set()
         thread.join(10)
+
+
+def test_an_organization_with_too_many_budgets_keeps_none_in_memory(tenant_a, monkeypatch):
+    """Past MEMO_BUDGETS_MAX budgets a process does not hold them all: the
+    requests read their budgets as before, and are as right."""
+    import quotas.services as quota_services
+
+    monkeypatch.setattr(quota_services, "MEMO_BUDGETS_MAX", 2)
+    org, client = tenant_a.org, tenant_a.client()
+    for name in ("a", "b", "c"):
+        _money(org, name, "10")
+    for i in range(3):
+        ingest(client, f"warm-{i}", profile="u1")
+    response, queries = _queries(lambda: ingest(client, "e1", profile="u1"))
+    assert queries == 3  # the key, the read ahead, the write
+    body = response.json()
+    assert {b["name"]: dec(b["spent"]) for b in body["budgets"]} == {
+        n: 4 * GPT4O_CALL_COST for n in ("a", "b", "c")
+    }
+    response, queries = _queries(lambda: check(client, profile="u1", reserve=True))
+    assert queries == 3
+    assert response.json()["allowed"] is True
