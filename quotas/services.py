@@ -1470,14 +1470,16 @@ def budgets_rezone(*, org: Organization, previous: str | None = None) -> None:
         spent=[spent[b.pk] for b in budgets],
     )
     if old:
-        moved = fetch(
+        fetch(
             f"UPDATE {ReservationHold._meta.db_table} h SET period_id = m.new "  # noqa: S608
             "FROM unnest(%s::bigint[], %s::bigint[]) AS m(old, new) "
             "WHERE h.period_id = m.old RETURNING h.period_id",
             [pg_array(list(old)), pg_array(list(old.values()))],
         )
-        _periods_reserved_from_holds([*old, *{pk for (pk,) in moved}])
         BudgetPeriod.objects.filter(pk__in=list(old), start__lt=now, end__gt=now).update(end=now)
+    # Every row it touched holds what its live holds add up to, as after a
+    # reset of one budget.
+    _periods_reserved_from_holds([*old, *current.values()])
     _settle_later(*budgets)
 
 
