@@ -638,7 +638,7 @@ def _reserve(
         # A budget was deleted, or changed what it counts, or a period was
         # reckoned anew (the organization's time zone changed) since the
         # read: read again, in the zone as it stands.
-        org.timezone = Organization.objects.values_list("timezone", flat=True).get(pk=org.pk)
+        org.refresh_from_db(fields=["timezone"])
         org.__dict__.pop("tz", None)
         with _limiter_lock_timeout():
             states = _matching_states(org, dims, now, open_missing=True)
@@ -1135,12 +1135,15 @@ def _apply(period: BudgetPeriod, *, spent: Decimal, release: Decimal) -> None:
         period.spent, period.reserved = row
 
 
+def _live_holds() -> models.QuerySet[ReservationHold]:
+    """The holds of reservations still held: what periods' ``reserved`` sums."""
+    return ReservationHold.objects.filter(reservation__status=Reservation.Status.HELD)
+
+
 def period_held(period_id: int) -> Decimal:
     """What the live holds on a period add up to: what its ``reserved`` is."""
-    total = ReservationHold.objects.filter(
-        period_id=period_id, reservation__status=Reservation.Status.HELD
-    ).aggregate(total=models.Sum("amount"))["total"]
-    return total or Decimal(0)
+    total = _live_holds().filter(period_id=period_id).aggregate(total=models.Sum("amount"))
+    return total["total"] or Decimal(0)
 
 
 def _claim_reservations(
@@ -1363,23 +1366,21 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
         spent = spend_between(budget, start, end)
         BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
         _settle_later(budget)
+    others = [pk for pk in rows if pk != state.period.pk]
     if drop_holds:
         # Holds are amounts of the old metric (dollars, not tokens): the
         # budget lets them go; their reservations keep their other holds.
         held = [pk for pk, reserved in rows.items() if reserved > 0]
         ReservationHold.objects.filter(period_id__in=held).delete()
         BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
-    elif move_holds and any(pk != state.period.pk for pk in rows):
-        others = [pk for pk in rows if pk != state.period.pk]
+    elif move_holds and others:
         ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
-        for pk in [*others, state.period.pk]:
-            BudgetPeriod.objects.filter(pk=pk).update(reserved=period_held(pk))
+        _periods_reserved_from_holds([*others, state.period.pk])
     # Any other open row was reckoned another way (another kind of period, or
     # another time zone while the budget was off): it ends now, and nothing is
     # counted on it any more. Reconciliation, which compares open rows with
     # the ledger, leaves it be, and a reservation that read it finds its end
     # is not its period's and reads again (``_reserve_sql``).
-    others = [pk for pk in rows if pk != state.period.pk]
     if others:
         BudgetPeriod.objects.filter(pk__in=others, start__lt=now, end__gt=now).update(end=now)
 
@@ -1499,9 +1500,8 @@ def _periods_reserved_from_holds(ids: list[int]) -> None:
     BudgetPeriod.objects.filter(pk__in=ids).update(
         reserved=Coalesce(
             Subquery(
-                ReservationHold.objects.filter(
-                    period_id=OuterRef("pk"), reservation__status=Reservation.Status.HELD
-                )
+                _live_holds()
+                .filter(period_id=OuterRef("pk"))
                 .values("period_id")
                 .annotate(total=models.Sum("amount"))
                 .values("total")
