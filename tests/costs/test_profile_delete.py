@@ -12,7 +12,13 @@ from costs.services import EventInput, usage_record
 from costs.services.profiles import profiles_delete
 from profiles.models import Profile
 from tests.costs.test_ingest import ledger_grouped, rollups_grouped
-from tests.quotas.helpers import ingestion_in_flight, priced_call, run_threads
+from tests.quotas.helpers import (
+    InBackground,
+    ingestion_in_flight,
+    priced_call,
+    run_threads,
+    slowed_in_other_threads,
+)
 
 AT = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -144,7 +150,6 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
     """The deletion holds the organization; the admin's save must wait for it
     there, not lock the profile first (its rename or switch-off bumps the
     organization's version), and must not insert the deleted profile again."""
-    import threading
     import time
 
     from django.contrib.admin.sites import site
@@ -155,18 +160,11 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
     from profiles.services import organizations_lock
 
     profile = Profile.objects.create(organization=tenant_a.org, external_id="doomed")
-
-    def slow_lock(ids):
-        organizations_lock(ids)
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(1)  # the organization is held; the profile not deleted yet
-
-    monkeypatch.setattr(profile_deletion, "organizations_lock", slow_lock)
-    errors: list[BaseException] = []
-    deleting = threading.Thread(
-        target=lambda: errors.extend(run_threads(1, lambda _: profiles_delete(profiles=[profile])))
+    # The deletion holds the organization a second before deleting the profile.
+    monkeypatch.setattr(
+        profile_deletion, "organizations_lock", slowed_in_other_threads(organizations_lock)
     )
-    deleting.start()
+    deleting = InBackground(lambda: profiles_delete(profiles=[profile]))
     time.sleep(0.3)
     request = RequestFactory().post("/")
     request.session = {}
@@ -174,8 +172,7 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
     changed = Profile.objects.get(pk=profile.pk)
     changed.active = False
     site._registry[Profile].save_model(request, changed, None, True)
-    deleting.join(30)
-    assert errors == []
+    deleting.join()
     assert not Profile.objects.filter(pk=profile.pk).exists()
     assert [str(m) for m in request._messages] == [
         "This profile was deleted meanwhile; nothing was saved."

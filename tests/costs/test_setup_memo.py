@@ -326,21 +326,20 @@ def test_a_price_change_in_flight_holds_up_no_tenants_writes(tenant_a, tenant_b)
 
     from django.db import transaction
 
-    from tests.quotas.helpers import run_threads
+    from tests.quotas.helpers import InBackground
 
     budget_create(org=tenant_b.org, name="cap", limit=Decimal(5))
     client = tenant_b.client()
     inside, done = threading.Event(), threading.Event()
 
-    def change_prices(_):
+    def change_prices():
         with transaction.atomic():
             price = global_price("openai", "gpt-4o")
             Price.objects.filter(pk=price.pk).update(source="edited")
             inside.set()
             done.wait(10)
 
-    thread = threading.Thread(target=lambda: run_threads(1, change_prices))
-    thread.start()
+    changing = InBackground(change_prices)
     try:
         assert inside.wait(10)
         answer = check(client, reserve=True)
@@ -350,7 +349,7 @@ def test_a_price_change_in_flight_holds_up_no_tenants_writes(tenant_a, tenant_b)
         assert ingest(client, "during").status_code == 201
     finally:
         done.set()
-        thread.join(10)
+        changing.join()
 
 
 def test_an_organization_with_too_many_budgets_keeps_none_in_memory(tenant_a, monkeypatch):

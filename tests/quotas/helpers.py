@@ -137,17 +137,49 @@ def ingestion_in_flight(
         time.sleep(hold)
 
     monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
-    errors = []
-    thread = threading.Thread(
-        target=lambda: errors.extend(run_threads(1, lambda _: usage_record(org=org, events=events)))
-    )
-    thread.start()
+    ingestion = InBackground(lambda: usage_record(org=org, events=events))
     assert inside.wait(10), "the ingestion did not reach its commit"
     try:
         yield
     finally:
-        thread.join(timeout=60)
-    assert not errors, errors
+        ingestion.join(timeout=60)
+
+
+class InBackground:
+    """``work`` run from now on in another thread, with its own database
+    connection (a transaction of its own); ``join()``, or leaving a ``with``
+    block, waits for it and fails with its error, if it had one."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=lambda: self.errors.extend(run_threads(1, lambda _: work())), daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float = 30) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the work in the background did not finish"
+        assert self.errors == [], self.errors
+
+    def __enter__(self) -> InBackground:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.join()
+
+
+def slowed_in_other_threads(func: Callable[..., Any], seconds: float = 1.0) -> Callable[..., Any]:
+    """``func``, then a pause of ``seconds`` when another thread than the
+    test's calls it: that thread holds what ``func`` locked meanwhile."""
+
+    def slowed(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(seconds)
+        return result
+
+    return slowed
 
 
 def priced_call(key: str, cost: str = "0.30", **fields: Any) -> Any:

@@ -21,9 +21,11 @@ from quotas.spend import spend_between
 from tests.quotas.helpers import (
     BUDGETS_URL,
     CHECK_URL,
+    InBackground,
     ingestion_in_flight,
     post_json,
     priced_call,
+    slowed_in_other_threads,
 )
 
 DIMS = Dimensions(None, None, "acme-ai", "custom-x", "chat")
@@ -349,38 +351,31 @@ def test_a_new_time_zone_and_a_budget_deleted_meanwhile_do_not_deadlock(
     from quotas.models import Budget
     from quotas.services import budget_delete
     from tests.factories import make_key
-    from tests.quotas.helpers import run_threads
 
     org = Organization.objects.get(pk=tenant_a.org.pk)
     key, _ = make_key(org, name="doomed")
     keep = budget_create(org=org, name="Keep", period="daily", limit=Decimal("10.00"))
     gone = budget_create(org=org, name="Gone", period="daily", limit=Decimal("10.00"), api_key=key)
     rezone = quota_services.budgets_rezone
-    errors: list[BaseException] = []
 
-    def delete(_):
+    def delete():
         if deletion == "budget":
             budget_delete(budget=gone)
         else:
             site._registry[ApiKey].delete_model(RequestFactory().post("/"), key)
 
+    deletions: list[InBackground] = []
+
     def rezone_while_deleting(*, org, previous):
-        deleting = threading.Thread(target=lambda: errors.extend(run_threads(1, delete)))
-        deleting.start()
+        deletions.append(InBackground(delete))
         time.sleep(0.5)  # the deletion gets as far as it can meanwhile
         rezone(org=org, previous=previous)
-        return deleting
 
-    threads: list[threading.Thread] = []
-    monkeypatch.setattr(
-        quota_services,
-        "budgets_rezone",
-        lambda **kwargs: threads.append(rezone_while_deleting(**kwargs)),
-    )
+    monkeypatch.setattr(quota_services, "budgets_rezone", rezone_while_deleting)
     org.timezone = "Pacific/Kiritimati"
     organization_save(org=org)
-    threads[0].join(30)
-    assert errors == []
+    (deleting,) = deletions
+    deleting.join()
     assert list(Budget.objects.filter(organization=org)) == [keep]
     assert BudgetPeriod.objects.filter(budget=keep, start__hour=10).exists()
 
@@ -509,7 +504,6 @@ def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypa
     reconciliation locks a period and must not then wait for the budget's row."""
     import quotas.services as quota_services
     from quotas.reconcile import periods_reconcile
-    from tests.quotas.helpers import run_threads
 
     org = tenant_a.org
     budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
@@ -521,17 +515,9 @@ def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypa
         return reset(*args, **kwargs)
 
     monkeypatch.setattr(quota_services, "_period_reset", slow_reset)
-    changing = threading.Thread(
-        target=lambda: errors.extend(
-            run_threads(1, lambda _: budget_update(budget=budget, limit=Decimal("20.00")))
-        )
-    )
-    errors: list[BaseException] = []
-    changing.start()
-    time.sleep(0.3)
-    periods_reconcile(org=org, budget_ids=[budget.pk])
-    changing.join(30)
-    assert errors == []
+    with InBackground(lambda: budget_update(budget=budget, limit=Decimal("20.00"))):
+        time.sleep(0.3)
+        periods_reconcile(org=org, budget_ids=[budget.pk])
     assert Budget.objects.get(pk=budget.pk).limit == Decimal("20.00")
 
 
@@ -539,32 +525,20 @@ def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypa
 def test_a_budget_change_waiting_on_its_deletion_is_a_not_found_not_a_deadlock(
     tenant_a, monkeypatch
 ):
-    import profiles.services as profile_services
     import quotas.services as quota_services
+    from profiles.services import organizations_lock
     from quotas.services import budget_delete
-    from tests.quotas.helpers import run_threads
 
     org = tenant_a.org
     budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
-    lock = profile_services.organizations_lock
-
-    def slow_lock(ids):
-        lock(ids)
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(1)  # the organization is held; the budget not deleted yet
-
-    monkeypatch.setattr(quota_services, "organizations_lock", slow_lock)
-    errors: list[BaseException] = []
-    deleting = threading.Thread(
-        name="deleting",
-        target=lambda: errors.extend(run_threads(1, lambda _: budget_delete(budget=budget))),
+    # The deletion holds the organization a second before deleting the budget.
+    monkeypatch.setattr(
+        quota_services, "organizations_lock", slowed_in_other_threads(organizations_lock)
     )
-    deleting.start()
-    time.sleep(0.3)
-    with pytest.raises(Budget.DoesNotExist):
-        budget_update(budget=Budget.objects.get(pk=budget.pk), limit=Decimal("50.00"))
-    deleting.join(30)
-    assert errors == []
+    with InBackground(lambda: budget_delete(budget=budget)):
+        time.sleep(0.3)
+        with pytest.raises(Budget.DoesNotExist):
+            budget_update(budget=Budget.objects.get(pk=budget.pk), limit=Decimal("50.00"))
     assert not Budget.objects.filter(pk=budget.pk).exists()
 
 
