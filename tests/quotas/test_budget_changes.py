@@ -598,3 +598,51 @@ def test_a_reconciliation_skips_a_period_ended_or_deleted_after_it_listed_them(
 
     monkeypatch.setattr(reconcile_module, "spend_between", change_the_other)
     assert periods_reconcile(org=org) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_waiting_on_its_foreign_keys_holds_no_budget_counter(tenant_a):
+    """A batch's ledger rows are checked against their profile by their own
+    INSERT, before the transaction charges the budgets: a batch held up by a
+    profile being deleted (its row locked) leaves the counter free for
+    reservations meanwhile. Checked at COMMIT, as Django declares the keys,
+    the batch would wait there holding the counter, and the reservation
+    would wait for it past the limiter's lock timeout."""
+    from django.db import transaction
+
+    from profiles.models import Profile
+
+    org = tenant_a.org
+    budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
+    profile = Profile.objects.create(organization=org, external_id="leaving")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_profile():
+        with transaction.atomic():
+            Profile.objects.select_for_update().get(pk=profile.pk)
+            locked.set()
+            release.wait(10)
+
+    holder = InBackground(hold_profile)
+    try:
+        assert locked.wait(10)
+        batch = InBackground(
+            lambda: usage_record(
+                org=org,
+                events=[_event("b1", profile="leaving"), _event("b2", profile="leaving")],
+            )
+        )
+        time.sleep(0.5)  # the batch reaches its INSERT and waits on the profile
+        started = time.monotonic()
+        held = quota_check(org=org, dims=DIMS, amounts={"cost": Decimal("0.50")}, reserve=True)
+        waited = time.monotonic() - started
+        assert held is not None and held.allowed, held
+        assert held.reservation is not None
+        assert waited < 1.0, f"the reservation waited {waited:.2f}s on the batch"
+    finally:
+        release.set()
+        holder.join()
+    batch.join()
+    counter = _counter(budget)
+    assert counter.spent == Decimal("0.60")
+    assert counter.reserved == Decimal("0.50")
