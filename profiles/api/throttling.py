@@ -1,8 +1,9 @@
 """Per-key rate limiting: a fixed one-minute window counted in the cache
 (Redis in production via CACHE_URL, so every web process shares the count).
 
-Two cache operations per request and no per-request history, unlike DRF's
-SimpleRateThrottle, which stores a timestamp list per client."""
+One cache operation per request (two for a window's first) and no
+per-request history, unlike DRF's SimpleRateThrottle, which stores a
+timestamp list per client."""
 
 from __future__ import annotations
 
@@ -39,13 +40,7 @@ class ApiKeyRateThrottle(BaseThrottle):
             return True
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        counter = f"rl:{key.pk}:{window}"
-        cache.add(counter, 0, WINDOW_SECONDS + 5)
-        try:
-            count = cache.incr(counter)
-        except ValueError:  # expired between add and incr
-            cache.add(counter, 1, WINDOW_SECONDS + 5)
-            count = 1
+        count = _count(f"rl:{key.pk}:{window}")
         if count <= limit:
             return True
         self._wait = (window + 1) * WINDOW_SECONDS - now
@@ -53,3 +48,14 @@ class ApiKeyRateThrottle(BaseThrottle):
 
     def wait(self) -> float:
         return max(self._wait, 1.0)
+
+
+def _count(counter: str) -> int:
+    """This request counted in the window's counter: one cache operation for
+    every request of a window but its first."""
+    try:
+        return cache.incr(counter)
+    except ValueError:  # the window's first request
+        if cache.add(counter, 1, WINDOW_SECONDS + 5):
+            return 1
+        return cache.incr(counter)  # another request added it first

@@ -83,3 +83,26 @@ def test_throttled_request_writes_nothing(tenant_a, catalog):
             == 429
         )
     assert list(UsageEvent.objects.values_list("idempotency_key", flat=True)) == ["a"]
+
+
+def test_a_windows_first_requests_arriving_together_are_each_counted_once():
+    """The first request of a window adds its counter; requests racing it
+    count on the counter it added, none of them starting it again."""
+    import threading
+
+    from profiles.api.throttling import _count
+
+    counts: list[int] = []
+    start = threading.Barrier(16)
+
+    def request() -> None:
+        start.wait()
+        counts.append(_count("rl:race:1"))
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(counts) == list(range(1, 17))
+    assert cache.get("rl:race:1") == 16
