@@ -180,3 +180,35 @@ def test_a_timestamp_past_pythons_range_fails_as_with_djangos_loader(other):
     with other.cursor() as cursor, pytest.raises(DataError):
         cursor.execute("SELECT 'infinity'::timestamptz")
         cursor.fetchone()
+
+
+def test_the_hot_statements_are_planned_once_not_on_every_run(tenant_a):
+    """Reservations and single events run prepared statements; PostgreSQL,
+    left to choose, planned them anew on every run. The backend asks for
+    generic plans: after ten runs, none was planned for its parameters."""
+    from decimal import Decimal
+
+    from costs.services import usage_record
+    from quotas.services import Dimensions, budget_create, quota_check
+    from tests.quotas.helpers import priced_call
+
+    org = tenant_a.org
+    budget_create(org=org, name="Cap", limit=Decimal(1000))
+    dims = Dimensions(None, None, "acme-ai", "custom-x", "chat")
+    for i in range(10):
+        held = quota_check(org=org, dims=dims, amounts={"cost": Decimal("0.01")}, reserve=True)
+        assert held.allowed
+        usage_record(org=org, events=[priced_call(f"k{i}")])
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+        cursor.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement ILIKE %s OR statement ILIKE %s",
+            ["%INSERT INTO quotas_reservation %", "%INSERT INTO costs_usageevent %"],
+        )
+        plans = cursor.fetchall()
+    assert len(plans) >= 2, plans
+    for statement, generic, custom in plans:
+        assert custom == 0, (statement[:80], generic, custom)
+        assert generic >= 10, (statement[:80], generic, custom)
