@@ -38,6 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from config.ids import uuid7
 from config.rows import Read, RowReader, db_value, fetch, in_list, pg_array, read
 from profiles.models import Organization, Profile
 from profiles.services import organization_locked, organizations_lock
@@ -602,7 +603,7 @@ def _reserve(
     """Hold ``amounts`` on every block budget of ``states`` (their periods open),
     all or none. The states get the counters as they stand after the attempt."""
     reservation = Reservation(
-        id=uuid.uuid4(),
+        id=uuid7(),
         organization=org,
         profile_id=dims.profile_id,
         api_key_id=dims.api_key_id,

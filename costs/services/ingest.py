@@ -17,10 +17,8 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-import os
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +29,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from config.ids import uuid7s
 from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
@@ -239,7 +238,7 @@ def _usage_record(
 
     # The first event of a key in the request is the candidate; later ones are
     # judged against whatever ends up recorded for that key.
-    ids = _new_ids(len(events))
+    ids = uuid7s(len(events))
     firsts: dict[str, EventInput] = {}
     rejected: dict[str, dict[str, str]] = {}
     candidates: dict[str, dict[str, object]] = {}
@@ -489,26 +488,6 @@ def _record_one(
     states = charge.states(r[1:] for r in rows if len(r) > 1 and r[1] is not None)
     _after_commit_checks(org, [row], states)
     return profiles, [row], states
-
-
-def _new_ids(count: int) -> Iterator[uuid.UUID]:
-    """``count`` new ledger ids: UUIDs of version 7 (RFC 9562), the
-    millisecond first, then a sequence number within the request, then 62
-    random bits, from one read of the system's randomness (``uuid4()`` reads
-    it once per id, a system call each, which cost a batch more than pricing
-    its events). Time-ordered ids land at the right edge of the primary-key
-    index instead of at random leaves: a ledger of millions of rows inserts
-    without reading cold index pages, and ties in ``occurred_at`` list in the
-    order the events arrived."""
-    ms = time.time_ns() // 1_000_000 & _MS_MASK
-    pool = os.urandom(8 * count)
-    for i in range(count):
-        rand_b = int.from_bytes(pool[8 * i : 8 * i + 8], "big") & _RAND_B_MASK
-        yield uuid.UUID(int=ms << 80 | 0x7 << 76 | (i & 0xFFF) << 64 | 0b10 << 62 | rand_b)
-
-
-_MS_MASK = (1 << 48) - 1
-_RAND_B_MASK = (1 << 62) - 1
 
 
 def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> set[uuid.UUID]:
