@@ -293,10 +293,7 @@ def _usage_record(
         # The transaction reports budgets from the states it is handed.
         ahead = _read_ahead(org, events, resolved, model_ids, api_key_id, now)
     if written is None:
-        outermost = not connection.in_atomic_block
         with transaction.atomic():
-            if outermost:
-                _checks_immediate()
             written = _record(org, ordered, named, shared, ahead, bound_profile_id)
     profiles, inserted, states = written
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)
@@ -331,18 +328,6 @@ def _usage_record(
 
 
 Written = tuple[dict[str, Profile], list[dict[str, object]], list[BudgetState]]
-
-
-def _checks_immediate() -> None:
-    """Foreign keys checked as each statement ends, not at COMMIT (Django
-    declares them DEFERRABLE INITIALLY DEFERRED). A batch's thousand ledger
-    rows are then checked by their own INSERT, before the transaction locks
-    the rows every request of the organization shares (rollups, budget
-    counters), instead of while it holds them: the checks were most of the
-    time those rows stayed locked, and concurrent batches queued on them."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _recorded_before(

@@ -177,3 +177,39 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
     assert [str(m) for m in request._messages] == [
         "This profile was deleted meanwhile; nothing was saved."
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_profile_deleted_in_the_middle_of_a_batch_does_not_deadlock_with_it(
+    tenant_a, monkeypatch
+):
+    """A deletion starting after a batch wrote its ledger rows, and before it
+    wrote their rollups: it locks the profile's rollups and counters, and the
+    profile last. The batch takes its lock on the profile (the ledger's
+    foreign key) at COMMIT, after its rollups and counters, in the same order:
+    one waits for the other, neither deadlocks, and nothing is lost. (Checked
+    at the INSERT, the key took the profile first, and the two deadlocked.)"""
+    import time
+
+    import costs.services.ingest as ingest_module
+
+    org = tenant_a.org
+    usage_record(org=org, events=[_event(f"warm-{i}", "doomed") for i in range(3)])
+    doomed = Profile.objects.get(organization=org, external_id="doomed")
+    original = ingest_module.budget_charge_plan
+    deletion: list[InBackground] = []
+
+    def plan_then_let_the_deletion_in(*args, **kwargs):
+        # After the ledger INSERT, before the rollups: the deletion starts and
+        # gets as far as it can meanwhile.
+        if not deletion:
+            deletion.append(InBackground(lambda: profiles_delete(profiles=[doomed])))
+            time.sleep(1.0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "budget_charge_plan", plan_then_let_the_deletion_in)
+    results = usage_record(org=org, events=[_event(f"late-{i}", "doomed") for i in range(9)])
+    deletion[0].join(timeout=30)  # fails with the deletion's error (a deadlock), if any
+    assert [r.status for r in results] == [201] * 9
+    assert UsageEvent.objects.filter(idempotency_key__startswith="late").count() == 9
+    assert not Profile.objects.filter(pk=doomed.pk).exists()
