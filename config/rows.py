@@ -83,20 +83,23 @@ class RowReader(Generic[M]):
         return self.model.from_db(DEFAULT_DB_ALIAS, self.names, converted)
 
 
-def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+def fetch(sql: str, params: Sequence[Any], *, prepare: bool = True) -> list[tuple[Any, ...]]:
     """Run one hand-written statement and return its rows.
 
     On PostgreSQL the parameters travel apart from the SQL text (server-side
-    binding) and the statement is prepared once per connection (unless
-    DB_PREPARE_HOT_QUERIES is off, for a pooler that cannot keep prepared
-    statements): the server stops parsing and planning it on every call.
-    Otherwise it runs exactly as Django's own cursors run statements: health
-    check, broken-transaction check, execute wrappers, error translation,
-    query log."""
-    if connection.vendor != "postgresql":
+    binding) and the statement is prepared once per connection, on a generic
+    plan (unless DB_PREPARE_HOT_QUERIES is off, for a pooler that cannot keep
+    prepared statements): the server stops parsing and planning it on every
+    call. Otherwise it runs exactly as Django's own cursors run statements:
+    health check, broken-transaction check, execute wrappers, error
+    translation, query log. ``prepare=False``, for a read whose best plan
+    depends on its values (a LIMIT, one tenant's share of a table): it runs
+    as Django runs its own queries, the values in the text, planned for them
+    each time."""
+    if connection.vendor != "postgresql" or not prepare:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall()
+            return cursor.fetchall() if cursor.description is not None else []
     db = connections[DEFAULT_DB_ALIAS]  # this thread's connection, looked up once
     db.close_if_health_check_failed()
     db.ensure_connection()
@@ -122,6 +125,7 @@ class Read(Generic[T]):
     params: Sequence[Any]
     width: int
     load: Callable[[list[tuple[Any, ...]]], T]
+    prepare: bool = True  # False: planned for its values each time (``fetch``)
 
     @staticmethod
     def nothing(result: T) -> Read[T]:
@@ -129,7 +133,7 @@ class Read(Generic[T]):
 
 
 def read(one: Read[T]) -> T:
-    return one.load(fetch(one.sql, one.params) if one.sql else [])
+    return one.load(fetch(one.sql, one.params, prepare=one.prepare) if one.sql else [])
 
 
 def read_together(*reads: Read[Any]) -> list[Any]:
@@ -153,7 +157,9 @@ def read_together(*reads: Read[Any]) -> list[Any]:
         starts[i] = at
         at += 1 + reads[i].width
     rows: list[list[tuple[Any, ...]]] = [[] for _ in reads]
-    for row in fetch(f"SELECT * FROM {joined}", [p for i in asked for p in reads[i].params]):  # noqa: S608
+    prepare = all(reads[i].prepare for i in asked)
+    params = [p for i in asked for p in reads[i].params]
+    for row in fetch(f"SELECT * FROM {joined}", params, prepare=prepare):  # noqa: S608
         for i, start in starts.items():
             if row[start]:
                 rows[i].append(row[start + 1 : start + 1 + reads[i].width])

@@ -140,6 +140,9 @@ def active_budgets_read(org: Organization, *, limit: int | None = None) -> Read[
     params: list[object] = [db_value(Budget, "organization", org.pk)]
     if limit is not None:
         params.append(limit)
+    # Not prepared: a generic plan, blind to how many budgets this
+    # organization holds, walked the whole primary key in id order for a
+    # small tenant beside a large one (11-18 ms against 0.006).
     return Read(
         f"SELECT {_BUDGETS.columns('b')} FROM {Budget._meta.db_table} b "  # noqa: S608
         "WHERE b.organization_id = %s AND b.active ORDER BY b.id"
@@ -147,6 +150,7 @@ def active_budgets_read(org: Organization, *, limit: int | None = None) -> Read[
         params,
         _BUDGETS.width,
         load,
+        prepare=False,
     )
 
 
@@ -461,7 +465,9 @@ def budget_states_overview(
     may hold one per profile; the budgets list shows them all)."""
     bounds, starts = _current_starts(org, at)
     org_id = db_value(Budget, "organization", org.pk)
-    rows = fetch(_overview_sql(), [*starts, org_id, *starts, org_id, int(profile_budgets)])
+    # Not prepared: its LIMIT and the tenant's share of the budgets decide its plan.
+    params = [*starts, org_id, *starts, org_id, int(profile_budgets)]
+    rows = fetch(_overview_sql(), params, prepare=False)
     return _states_from_rows(org, rows, bounds, open_missing=False)
 
 

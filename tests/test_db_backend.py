@@ -212,3 +212,32 @@ def test_the_hot_statements_are_planned_once_not_on_every_run(tenant_a):
     for statement, generic, custom in plans:
         assert custom == 0, (statement[:80], generic, custom)
         assert generic >= 10, (statement[:80], generic, custom)
+
+
+def test_reads_whose_plan_depends_on_their_values_are_not_prepared(tenant_a, api_a):
+    """An organization's budget list for the setup memo (``ORDER BY id LIMIT``)
+    and the dashboard's budget overview are planned for the organization at
+    hand each time: on a generic plan, blind to the tenant's share of the
+    budgets, the first walked the whole primary key for a small tenant beside
+    a large one. They still answer: the check and the dashboard show the
+    budget."""
+    from decimal import Decimal
+
+    from quotas.services import budget_create
+
+    budget_create(org=tenant_a.org, name="Cap", limit=Decimal(1000))
+    check = api_a.post(
+        "/api/v1/quota/check",
+        {"provider": "acme-ai", "model": "custom-x", "estimate": {"cost": "0.01"}, "reserve": True},
+        format="json",
+    )
+    assert check.status_code == 200, check.content
+    assert [b["name"] for b in check.json()["budgets"]] == ["Cap"]
+    dashboard = api_a.get("/api/v1/dashboard")
+    assert dashboard.status_code == 200
+    assert "Cap" in dashboard.content.decode()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert prepared, "the hot statements are prepared"
+    assert not [s for s in prepared if "ORDER BY b.id" in s and "LIMIT" in s], prepared

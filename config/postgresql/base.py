@@ -40,8 +40,13 @@ from psycopg.pq import Format, TransactionStatus
 # left to choose, PostgreSQL planned the reservation's and a single event's
 # statements anew on every run (their arrays look cheaper to it with their
 # sizes known), 0.3-0.4 ms of the server's time a request, about a third of
-# what it spent on each. Sent at connection start, in the startup packet.
-GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
+# what it spent on each. Reads whose best plan depends on their values are
+# not prepared (``fetch(..., prepare=False)``): Django's cursors put the values
+# in the text, and PostgreSQL plans them for those values. Set once a
+# connection is open, not in the startup packet, which PgBouncer refuses
+# settings in; behind a transaction-mode pooler it may not follow the
+# connection, which costs speed only.
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 # Longer idle than this, and the check asks the server as Django's does.
 QUIET_SECONDS = 1.0
@@ -89,9 +94,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # Only where Django's loader would give UTC datetimes from a UTC session.
         if settings.USE_TZ and self.timezone_name == "UTC" and self.timezone == UTC:
             params["context"] = _with_fast_timestamps(params["context"])
-        if settings.DB_PREPARE_HOT_QUERIES:
-            params["options"] = f"{params.get('options', '')} {GENERIC_PLANS}".strip()
         return params
+
+    def _configure_connection(self, connection: psycopg.Connection) -> bool:
+        commit = super()._configure_connection(connection)
+        if not settings.DB_PREPARE_HOT_QUERIES:
+            return commit
+        with connection.cursor() as cursor:
+            cursor.execute(GENERIC_PLANS)
+        return True
 
     def close_if_unusable_or_obsolete(self) -> None:
         # Django calls this as each request (or Celery task) starts and ends,
