@@ -292,9 +292,9 @@ class _Conn:
         self.retried = False
         self.spec: RequestSpec | None = None
 
-    def connect(self, port: int) -> None:
+    def connect(self, port: int, timeout: float) -> None:
         self.close()
-        sock = socket.create_connection((HOST, port))
+        sock = socket.create_connection((HOST, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self.sock = sock
@@ -387,18 +387,25 @@ def run_load(
     encoded: dict[int, tuple[RequestSpec, bytes]] = {}
     conns = [_Conn(c) for c in range(clients)]
     state = {"seq": 0, "measuring": False, "deadline": float("inf"), "active": clients}
+    broken: list[_Conn] = []  # failed to connect or send: handled by the loop
 
     def send(conn: _Conn, spec: RequestSpec) -> None:
         """Writes what the socket takes at once (all of a small request) and
-        leaves the rest to the loop: a connection stays registered for reading."""
-        if conn.sock is None:
-            conn.connect(port)
-            sel.register(conn.sock, selectors.EVENT_READ, conn)
-        conn.start(spec, _encode(spec, encoded), time.perf_counter(), timeout)
-        with contextlib.suppress(BlockingIOError):
-            conn.out = conn.out[conn.sock.send(conn.out) :]  # type: ignore[union-attr]
-        if conn.out:
-            sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        leaves the rest to the loop: a connection stays registered for reading.
+        A connection that cannot be made or written to is handed to the loop
+        as a failure (``broken``), not raised."""
+        try:
+            if conn.sock is None:
+                conn.connect(port, min(timeout, 10.0))
+                sel.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.start(spec, _encode(spec, encoded), time.perf_counter(), timeout)
+            with contextlib.suppress(BlockingIOError):
+                conn.out = conn.out[conn.sock.send(conn.out) :]  # type: ignore[union-attr]
+            if conn.out:
+                sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        except OSError:
+            conn.spec, conn.buf = spec, bytearray()
+            broken.append(conn)
 
     def idle(conn: _Conn) -> None:
         conn.spec = None
@@ -480,9 +487,13 @@ def run_load(
                     failed(conn)
             now = time.perf_counter()
             for conn in conns:
-                if conn.spec is not None and now > conn.deadline:
+                if conn.spec is not None and conn not in broken and now > conn.deadline:
                     conn.retried = True  # a request that timed out is not sent again
                     failed(conn)
+            # Once a turn (the select above paces a server that refuses them all).
+            again, broken[:] = broken[:], []
+            for conn in again:
+                failed(conn)
 
     if warmup_per_client:
         for conn in conns:
