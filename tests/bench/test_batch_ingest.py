@@ -34,16 +34,15 @@ from psycopg.types.string import TextLoader
 
 from tests.bench.common import (
     CpuMeter,
-    LoadResult,
     PgActivity,
     context,
     emit,
     emit_ratio,
     env_int,
-    run_load,
     target,
 )
 from tests.bench.conftest import RUN_ID, TYPICAL_BUDGETS, make_tenant, new_key, pg_connect
+from tests.bench.load import LoadResult, run_load
 
 MIX = [
     ("openai", "gpt-4o-2024-08-06", "chat"),

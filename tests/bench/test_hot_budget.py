@@ -37,17 +37,16 @@ from decimal import Decimal
 
 from tests.bench.common import (
     CpuMeter,
-    LoadResult,
     PgActivity,
     context,
     emit,
     emit_ratio,
     env_float,
     env_int,
-    run_load,
     target,
 )
 from tests.bench.conftest import make_tenant, pg_connect
+from tests.bench.load import LoadResult, run_load
 
 AMOUNT = Decimal("0.01")
 BODY = json.dumps(

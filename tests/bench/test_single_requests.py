@@ -32,17 +32,16 @@ import psycopg
 
 from tests.bench.common import (
     CpuMeter,
-    LoadResult,
     PgActivity,
     context,
     emit,
     emit_ratio,
     env_float,
     env_int,
-    run_load,
     target,
 )
 from tests.bench.conftest import TYPICAL_BUDGETS, make_tenant, new_key, pg_connect
+from tests.bench.load import LoadResult, run_load
 
 PROFILES = 64
 
