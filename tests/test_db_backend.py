@@ -241,3 +241,30 @@ def test_reads_whose_plan_depends_on_their_values_are_not_prepared(tenant_a, api
         prepared = [row[0] for row in cursor.fetchall()]
     assert prepared, "the hot statements are prepared"
     assert not [s for s in prepared if "ORDER BY b.id" in s and "LIMIT" in s], prepared
+
+
+@pytest.mark.django_db(transaction=True)
+def test_behind_a_pooler_nothing_is_prepared_and_plans_are_left_to_the_server(tenant_a, settings):
+    """DB_PREPARE_HOT_QUERIES off (a transaction-mode pooler that cannot keep
+    prepared statements): the hot statements still run, none is prepared,
+    and the connection's plan cache mode is the server's own."""
+    from decimal import Decimal
+
+    from costs.services import usage_record
+    from quotas.services import Dimensions, budget_create, quota_check
+    from tests.quotas.helpers import priced_call
+
+    settings.DB_PREPARE_HOT_QUERIES = False
+    connection.close()  # configured anew, under the setting
+    org = tenant_a.org
+    budget_create(org=org, name="Cap", limit=Decimal(10))
+    dims = Dimensions(None, None, "acme-ai", "custom-x", "chat")
+    held = quota_check(org=org, dims=dims, amounts={"cost": Decimal("0.50")}, reserve=True)
+    assert held.allowed and held.reservation is not None
+    (recorded,) = usage_record(org=org, events=[priced_call("k1")])
+    assert recorded.status == 201
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "auto"
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 0
