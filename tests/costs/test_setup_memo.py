@@ -355,9 +355,9 @@ def test_a_price_change_in_flight_holds_up_no_tenants_writes(tenant_a, tenant_b)
 def test_an_organization_with_too_many_budgets_keeps_none_in_memory(tenant_a, monkeypatch):
     """Past MEMO_BUDGETS_MAX budgets a process does not hold them all: the
     requests read their budgets as before, and are as right."""
-    import quotas.services as quota_services
+    import quotas.services.periods as quota_periods
 
-    monkeypatch.setattr(quota_services, "MEMO_BUDGETS_MAX", 2)
+    monkeypatch.setattr(quota_periods, "MEMO_BUDGETS_MAX", 2)
     org, client = tenant_a.org, tenant_a.client()
     for name in ("a", "b", "c"):
         _money(org, name, "10")

@@ -99,7 +99,7 @@ def test_a_change_just_after_midnight_and_a_settle_across_it_do_not_deadlock(
     """The change opens today's period (its insert locks the row) while a
     settle locks yesterday's row, where its hold is, then charges today's: the
     change must not take yesterday's row after today's."""
-    import quotas.services as services
+    import quotas.services.budgets as services  # where a budget change opens its period
 
     org = tenant_a.org
     budget = budget_create(org=org, name="Cap", period="daily", limit=Decimal("10"))
@@ -502,7 +502,7 @@ def test_a_reservation_with_the_old_zone_in_hand_after_the_change_holds_on_the_n
 def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypatch):
     """The change holds the budget's row and then locks its periods; the
     reconciliation locks a period and must not then wait for the budget's row."""
-    import quotas.services as quota_services
+    import quotas.services.budgets as quota_services
     from quotas.reconcile import periods_reconcile
 
     org = tenant_a.org
@@ -525,7 +525,7 @@ def test_a_reconciliation_and_a_budget_change_do_not_deadlock(tenant_a, monkeypa
 def test_a_budget_change_waiting_on_its_deletion_is_a_not_found_not_a_deadlock(
     tenant_a, monkeypatch
 ):
-    import quotas.services as quota_services
+    import quotas.services.budgets as quota_services
     from profiles.services import organizations_lock
     from quotas.services import budget_delete
 

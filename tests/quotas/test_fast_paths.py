@@ -40,8 +40,6 @@ from quotas.services import (
     Charge,
     Dimensions,
     LimiterUnavailable,
-    _reserve,
-    _reserve_orm,
     budget_charge_apply,
     budget_charge_plan,
     budget_create,
@@ -53,6 +51,7 @@ from quotas.services import (
     quota_check,
     reservations_purge,
 )
+from quotas.services.limiter import _reserve, _reserve_orm
 from tests.quotas.helpers import utc
 
 NOW = utc(2026, 11, 20, 12)
