@@ -10,7 +10,6 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from pydantic import ValidationError
 from rest_framework import serializers
-from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -25,7 +24,7 @@ from costs.api.schemas import (
 from costs.services import EventInput, EventResult, usage_record
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
-from profiles.api.renderers import FastJSONRenderer
+from profiles.api.renderers import FAST_RENDERERS
 from quotas.selectors import budget_status
 
 UsageRecordOut = inline_serializer(
@@ -72,7 +71,7 @@ def event_body(
 class _UsageIngestBase(TenantApiView):
     scopes = {"*": "ingest"}
     # A batch answers with a result per event: orjson writes it (same bytes).
-    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
+    renderer_classes = FAST_RENDERERS
 
     def to_input(self, raw: Any, received_at: datetime) -> EventInput:
         event, meters = parse_event(raw)

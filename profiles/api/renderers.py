@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
 _PLAIN_ONLY = (
     orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -50,3 +50,8 @@ class FastJSONRenderer(JSONRenderer):
         if b"\xe2\x80\xa8" in out or b"\xe2\x80\xa9" in out:
             out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
         return out
+
+
+# The renderers of the answers orjson writes: JSON by default, DRF's browsable
+# page for a browser that asks for HTML.
+FAST_RENDERERS = [FastJSONRenderer, BrowsableAPIRenderer]

@@ -13,7 +13,6 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from pydantic import BaseModel, ConfigDict, Field
 from rest_framework import serializers
-from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -28,7 +27,7 @@ from costs.api.schemas import (
 from costs.services import preflight_check
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError, error_body
-from profiles.api.renderers import FastJSONRenderer
+from profiles.api.renderers import FAST_RENDERERS
 from profiles.services import api_key_remembered
 from quotas.models import Budget
 from quotas.selectors import budget_status, tightest
@@ -113,7 +112,7 @@ CheckDenied = inline_serializer(
 class QuotaCheckApi(TenantApiView):
     scopes = {"*": "check"}
     # The hottest answer: orjson writes it (the same bytes as DRF's renderer).
-    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
+    renderer_classes = FAST_RENDERERS
 
     @extend_schema(
         request=QuotaCheckIn,
