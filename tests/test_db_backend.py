@@ -182,23 +182,29 @@ def test_a_timestamp_past_pythons_range_fails_as_with_djangos_loader(other):
         cursor.fetchone()
 
 
+def _reserve_and_record(org, key: str) -> None:
+    """The two hot statements once each: a reservation, then a single event,
+    both through the services, both answered."""
+    from costs.services import usage_record
+    from tests.quotas.helpers import priced_call, priced_hold
+
+    held = priced_hold(org, "0.01")
+    assert held.allowed and held.reservation is not None
+    (recorded,) = usage_record(org=org, events=[priced_call(key)])
+    assert recorded.status == 201
+
+
 def test_the_hot_statements_are_planned_once_not_on_every_run(tenant_a):
     """Reservations and single events run prepared statements; PostgreSQL,
     left to choose, planned them anew on every run. The backend asks for
     generic plans: after ten runs, none was planned for its parameters."""
     from decimal import Decimal
 
-    from costs.services import usage_record
-    from quotas.services import Dimensions, budget_create, quota_check
-    from tests.quotas.helpers import priced_call
+    from quotas.services import budget_create
 
-    org = tenant_a.org
-    budget_create(org=org, name="Cap", limit=Decimal(1000))
-    dims = Dimensions(None, None, "acme-ai", "custom-x", "chat")
+    budget_create(org=tenant_a.org, name="Cap", limit=Decimal(1000))
     for i in range(10):
-        held = quota_check(org=org, dims=dims, amounts={"cost": Decimal("0.01")}, reserve=True)
-        assert held.allowed
-        usage_record(org=org, events=[priced_call(f"k{i}")])
+        _reserve_and_record(tenant_a.org, f"k{i}")
     with connection.cursor() as cursor:
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "force_generic_plan"
@@ -250,19 +256,12 @@ def test_behind_a_pooler_nothing_is_prepared_and_plans_are_left_to_the_server(te
     and the connection's plan cache mode is the server's own."""
     from decimal import Decimal
 
-    from costs.services import usage_record
-    from quotas.services import Dimensions, budget_create, quota_check
-    from tests.quotas.helpers import priced_call
+    from quotas.services import budget_create
 
     settings.DB_PREPARE_HOT_QUERIES = False
     connection.close()  # configured anew, under the setting
-    org = tenant_a.org
-    budget_create(org=org, name="Cap", limit=Decimal(10))
-    dims = Dimensions(None, None, "acme-ai", "custom-x", "chat")
-    held = quota_check(org=org, dims=dims, amounts={"cost": Decimal("0.50")}, reserve=True)
-    assert held.allowed and held.reservation is not None
-    (recorded,) = usage_record(org=org, events=[priced_call("k1")])
-    assert recorded.status == 201
+    budget_create(org=tenant_a.org, name="Cap", limit=Decimal(10))
+    _reserve_and_record(tenant_a.org, "k1")
     with connection.cursor() as cursor:
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "auto"

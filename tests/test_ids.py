@@ -49,14 +49,11 @@ def test_a_forked_child_does_not_hand_out_its_parents_randomness():
 def test_reservations_get_time_ordered_ids(tenant_a, db):
     from decimal import Decimal
 
-    from quotas.services import Dimensions, budget_create, quota_check
+    from quotas.services import budget_create
+    from tests.quotas.helpers import priced_hold
 
     budget_create(org=tenant_a.org, name="Cap", limit=Decimal(10))
-    dims = Dimensions(None, None, "acme-ai", "custom-x", "chat")
-    held = [
-        quota_check(org=tenant_a.org, dims=dims, amounts={"cost": Decimal("0.1")}, reserve=True)
-        for _ in range(3)
-    ]
+    held = [priced_hold(tenant_a.org, "0.1") for _ in range(3)]
     ids = [h.reservation.pk for h in held]
     assert {i.version for i in ids} == {7}
     stamps = [i.int >> 80 for i in ids]  # milliseconds: ties are in random order

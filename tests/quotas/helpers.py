@@ -182,6 +182,23 @@ def slowed_in_other_threads(func: Callable[..., Any], seconds: float = 1.0) -> C
     return slowed
 
 
+def priced_call_dims() -> Any:
+    """The dimensions a ``priced_call`` event has, for ``quota_check``."""
+    from quotas.services import Dimensions
+
+    return Dimensions(None, None, "acme-ai", "custom-x", "chat")
+
+
+def priced_hold(org: Any, cost: str) -> Any:
+    """A reservation of ``cost`` (``quota_check`` with reserve) for a call like
+    ``priced_call``'s; the check's result."""
+    from quotas.services import quota_check
+
+    return quota_check(
+        org=org, dims=priced_call_dims(), amounts={"cost": Decimal(cost)}, reserve=True
+    )
+
+
 def priced_call(key: str, cost: str = "0.30", **fields: Any) -> Any:
     """An event for ``costs.services.usage_record`` that the client priced
     itself (provider acme-ai, model custom-x, operation chat): no catalog

@@ -16,7 +16,7 @@ from django.db import connection
 from costs.services import usage_record
 from quotas.models import Budget, BudgetPeriod, Reservation
 from quotas.periods import period_bounds
-from quotas.services import Dimensions, budget_create, budget_update, quota_check
+from quotas.services import budget_create, budget_update, quota_check
 from quotas.spend import spend_between
 from tests.quotas.helpers import (
     BUDGETS_URL,
@@ -25,10 +25,11 @@ from tests.quotas.helpers import (
     ingestion_in_flight,
     post_json,
     priced_call,
+    priced_call_dims,
     slowed_in_other_threads,
 )
 
-DIMS = Dimensions(None, None, "acme-ai", "custom-x", "chat")
+DIMS = priced_call_dims()
 
 
 _event = priced_call
