@@ -169,8 +169,6 @@ def run_load(
     if duration is None and count is None:
         raise ValueError("give duration, count, or both")
     result = LoadResult()
-    statuses: Counter = Counter()
-    latencies = result.latencies
     sel = selectors.DefaultSelector()
     encoded: dict[int, tuple[RequestSpec, bytes]] = {}
     conns = [_Conn(c) for c in range(clients)]
@@ -195,9 +193,6 @@ def run_load(
             conn.spec, conn.buf = spec, bytearray()
             broken.append(conn)
 
-    def idle(conn: _Conn) -> None:
-        conn.spec = None
-
     def drop(conn: _Conn) -> None:
         if conn.sock is not None:
             sel.unregister(conn.sock)
@@ -212,7 +207,7 @@ def run_load(
                 conn.warm += 1
                 send(conn, make_request(conn.client, -conn.warm))
             else:
-                idle(conn)
+                conn.spec = None  # warmed up: waits for the start
             return
         n = state["seq"]
         if (count is not None and n >= count) or time.perf_counter() >= state["deadline"]:
@@ -241,8 +236,8 @@ def run_load(
 
     def answered(conn: _Conn) -> None:
         if state["measuring"]:
-            latencies.append(time.perf_counter() - conn.sent_at)
-            statuses[conn.status] += 1
+            result.latencies.append(time.perf_counter() - conn.sent_at)
+            result.statuses[conn.status] += 1
             if on_response is not None:
                 on_response(conn.client, conn.status, bytes(conn.buf[conn.head_end : conn.need]))
         next_request(conn)
@@ -308,5 +303,4 @@ def run_load(
     for conn in conns:
         drop(conn)
     sel.close()
-    result.statuses = statuses
     return result
