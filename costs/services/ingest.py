@@ -14,26 +14,21 @@ Guarantees:
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from config.ids import uuid7s
-from config.rows import FEW_ROWS, fetch, pg_array
+from config.rows import FEW_ROWS, fetch
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS, price_usage
-from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import (
     PriceBook,
     ResolvedModel,
@@ -42,22 +37,29 @@ from costs.selectors.catalog import (
     price_book,
 )
 from costs.services.ahead import Ahead, read_ahead
-from costs.services.rollups import (
-    LEDGER_RETURNING,
-    RollupRow,
-    rollup_add_inserted_sql,
-    rollup_add_rows,
+from costs.services.ledger import (
+    LEDGER_COLUMNS,
+    LedgerRow,
+    ledger_insert,
+    ledger_insert_one_sql,
+    ledger_rollup_row,
+    ledger_values_params,
+)
+from costs.services.rollups import rollup_add_inserted_sql, rollup_add_rows
+from costs.services.usage_budgets import (
+    BudgetsOfRows,
+    after_commit_checks,
+    row_dimensions,
+    usage_charge,
 )
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import profile_vanished, profiles_named
 from quotas.services import (
     BudgetState,
-    Charge,
     Dimensions,
     budget_charge_apply,
     budget_charge_inline,
     budget_charge_plan,
-    budget_matches,
     budget_states_now,
 )
 
@@ -104,7 +106,7 @@ class Recorded:
     def event(self) -> UsageEvent:
         if self._event is None:
             self._event = UsageEvent.from_db(
-                connection.alias, None, [self.values[c] for c in _COLUMNS]
+                connection.alias, LEDGER_COLUMNS, [self.values[c] for c in LEDGER_COLUMNS]
             )
             if self._related:
                 self._event._state.fields_cache.update(self._related)
@@ -177,10 +179,6 @@ def _profiles(
 
 _NO_METERS = dict.fromkeys(METERS, 0)
 
-# The ledger's columns, in table order: a row to record is a dict by these names.
-_FIELDS = UsageEvent._meta.concrete_fields
-_COLUMNS = [f.attname for f in _FIELDS]
-
 
 def usage_record(
     *,
@@ -241,7 +239,7 @@ def _usage_record(
     ids = uuid7s(len(events))
     firsts: dict[str, EventInput] = {}
     rejected: dict[str, dict[str, str]] = {}
-    candidates: dict[str, dict[str, object]] = {}
+    candidates: dict[str, LedgerRow] = {}
     for ev in events:
         if ev.idempotency_key in firsts:
             continue
@@ -285,7 +283,7 @@ def _usage_record(
     # Sorted by key so two requests sharing keys lock index entries in one order.
     ordered = [candidates[k] for k in sorted(candidates)]
     shared = {"organization_id": org.pk, "api_key_id": api_key_id, "received_at": now}
-    named = {k: firsts[k].profile for k in candidates if firsts[k].profile}
+    named = {k: name for k in candidates if (name := firsts[k].profile)}
     written = None
     if ahead is not None and len(ordered) == 1 and ordered[0]["reservation_id"] is None:
         written = _record_one(org, ordered[0], named, shared, ahead)
@@ -299,7 +297,9 @@ def _usage_record(
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)
 
     # The instances each recorded row's relations are, one mapping per profile.
-    related = {None: {"organization": org, "api_key": api_key, "profile": None}}
+    related: dict[object, dict[str, object]] = {
+        None: {"organization": org, "api_key": api_key, "profile": None}
+    }
     for p in profiles.values():
         related[p.pk] = {"organization": org, "api_key": api_key, "profile": p}
     recorded = {
@@ -310,7 +310,7 @@ def _usage_record(
     recorded |= existing
     results: list[EventResult] = []
     first_seen: set[str] = set()
-    budgets_of = _StatesFor(states)
+    budgets_of = BudgetsOfRows(states)
     for ev in events:
         row = recorded.get(ev.idempotency_key)
         if row is None:  # refused before it could be recorded, and never recorded before
@@ -327,13 +327,13 @@ def _usage_record(
     return results
 
 
-Written = tuple[dict[str, Profile], list[dict[str, object]], list[BudgetState]]
+Written = tuple[dict[str, Profile], list[LedgerRow], list[BudgetState]]
 
 
 def _recorded_before(
     org: Organization,
-    rows: list[dict[str, object]],
-    inserted: list[dict[str, object]],
+    rows: list[LedgerRow],
+    inserted: list[LedgerRow],
     rejected: dict[str, dict[str, str]],
     now: datetime,
     states: list[BudgetState],
@@ -349,17 +349,17 @@ def _recorded_before(
         values["idempotency_key"]: Recorded(values)
         for values in UsageEvent.objects.filter(
             organization=org, idempotency_key__in=[*missing_keys, *rejected]
-        ).values(*_COLUMNS)
+        ).values(*LEDGER_COLUMNS)
     }
     if existing:
-        replayed = {Dimensions(*_dims_key(r.values)) for r in existing.values()}
+        replayed = {row_dimensions(r.values) for r in existing.values()}
         states += budget_states_now(org, now, open_missing=False, matching=replayed)
     return existing
 
 
 def _with_profiles(
     org: Organization,
-    rows: list[dict[str, object]],
+    rows: list[LedgerRow],
     named: dict[str, str],
     found: dict[str, Profile] | None = None,
 ) -> dict[str, Profile]:
@@ -372,9 +372,9 @@ def _with_profiles(
 
 def _record(
     org: Organization,
-    rows: list[dict[str, object]],
+    rows: list[LedgerRow],
     named: dict[str, str],
-    shared: dict[str, object],
+    shared: Mapping[str, object],
     ahead: Ahead | None = None,
     bound_profile_id: object | None = None,
 ) -> Written:
@@ -384,7 +384,7 @@ def _record(
     profile the recording key is bound to (it settles only that profile's
     reservations)."""
     profiles = _with_profiles(org, rows, named, ahead.profiles if ahead else None)
-    inserted_ids = _insert_events(rows, shared=shared)
+    inserted_ids = ledger_insert(rows, shared=shared)
     inserted = [r for r in rows if r["id"] in inserted_ids]
     states: list[BudgetState] = []
     if inserted:
@@ -393,13 +393,13 @@ def _record(
         dims: dict[tuple, Dimensions] = {}
         plan = budget_charge_plan(
             org=org,
-            charges=[_charge(r, dims) for r in inserted],
+            charges=[usage_charge(r, dims) for r in inserted],
             states=ahead.states if ahead else None,
             settle_profile_id=bound_profile_id,
         )
-        rollup_add_rows(rows=[_rollup_row(r) for r in inserted])
+        rollup_add_rows(rows=[ledger_rollup_row(r) for r in inserted])
         states = budget_charge_apply(plan)
-        _after_commit_checks(org, inserted, states)
+        after_commit_checks(org, inserted, states)
     return profiles, inserted, states
 
 
@@ -408,7 +408,7 @@ def _read_ahead(
     events: Sequence[EventInput],
     resolved: Mapping[tuple[str, str], ResolvedModel | None],
     model_ids: set[int],
-    api_key_id: object,
+    api_key_id: uuid.UUID | None,
     now: datetime,
     *,
     uncounted: bool = False,
@@ -430,9 +430,9 @@ def _read_ahead(
 
 def _record_one(
     org: Organization,
-    row: dict[str, object],
+    row: LedgerRow,
     named: dict[str, str],
-    shared: dict[str, object],
+    shared: Mapping[str, object],
     ahead: Ahead,
 ) -> Written | None:
     """One event on PostgreSQL: its ledger row, its rollup and its budget
@@ -451,13 +451,13 @@ def _record_one(
     charge needs the transaction (a period to open); an event settling a
     reservation never comes here."""
     profiles = _with_profiles(org, [row], named, ahead.profiles)
-    plan = budget_charge_plan(org=org, charges=[_charge(row, {})], states=ahead.states)
+    plan = budget_charge_plan(org=org, charges=[usage_charge(row, {})], states=ahead.states)
     charge = budget_charge_inline(plan, gate="EXISTS (SELECT 1 FROM roll)")
     if charge is None:
         return None
-    ledger = _insert_one_sql()
+    ledger = ledger_insert_one_sql()
     rollup = rollup_add_inserted_sql(with_profile=row["profile_id"] is not None, source="ins")
-    params = _values_params([row])
+    params = ledger_values_params([row])
     if charge.ctes:
         sql = (
             f"WITH ins AS ({ledger}), roll AS ({rollup}), {charge.ctes} "  # noqa: S608 - ours
@@ -471,198 +471,5 @@ def _record_one(
     if not rows or rows[0][0] is None:  # recorded already: a replay, or a reuse
         return profiles, [], []
     states = charge.states(r[1:] for r in rows if len(r) > 1 and r[1] is not None)
-    _after_commit_checks(org, [row], states)
+    after_commit_checks(org, [row], states)
     return profiles, [row], states
-
-
-def _insert_events(rows: list[dict[str, object]], shared: dict[str, object]) -> set[uuid.UUID]:
-    """Insert the rows, skipping keys already recorded; return the ids inserted.
-    ``shared`` holds the columns (``_SHARED``) every row has the same value in.
-
-    On PostgreSQL one ``INSERT ... SELECT FROM unnest(<one array per column>)
-    ON CONFLICT DO NOTHING RETURNING id`` does it in a single round trip without
-    building a model statement per row (the ORM's bulk_create spent half of a
-    1,000-event batch there); the shared columns go once, not as arrays. Rows
-    go in the given (key) order."""
-    if not rows:
-        return set()
-    if connection.vendor != "postgresql":
-        UsageEvent.objects.bulk_create(
-            [UsageEvent(**row) for row in rows], ignore_conflicts=True, batch_size=500
-        )
-        ids = [row["id"] for row in rows]
-        return set(UsageEvent.objects.filter(id__in=ids).values_list("id", flat=True))
-    if len(rows) <= FEW_ROWS:
-        # A few rows: plain VALUES (see FEW_ROWS).
-        return {row[0] for row in fetch(_insert_values_sql(len(rows)), _values_params(rows))}
-    # Each column goes as one array literal in PostgreSQL's text form, built
-    # here a column at a time: adapting 32,000 values one by one cost more
-    # than the INSERT itself.
-    params = [shared[c] for c in _SHARED] + [
-        pg_array([orjson.dumps(row[c]).decode() for row in rows])
-        if c in _JSON_COLUMNS
-        else pg_array([row[c] for row in rows])
-        for c in _COLUMNS
-        if c not in _SHARED
-    ]
-    # Server-side binding: the arrays travel as parameters, and the statement,
-    # the same text whatever the batch size, is prepared once per connection.
-    return {row[0] for row in fetch(_insert_sql(), params)}
-
-
-_JSON_COLUMNS = {f.attname for f in _FIELDS if isinstance(f, models.JSONField)}
-# Columns a request's rows all share (see usage_record), in table order.
-_SHARED = [c for c in _COLUMNS if c in {"organization_id", "api_key_id", "received_at"}]
-
-
-def _values_params(rows: list[dict[str, object]]) -> list[object]:
-    """The parameters of ``_insert_values_sql(len(rows))``, row after row."""
-    return [Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for row in rows for c in _COLUMNS]
-
-
-@functools.cache
-def _insert_values_sql(count: int) -> str:
-    return _insert_from(f"VALUES {', '.join([_one_row()] * count)}")
-
-
-@functools.cache
-def _insert_one_sql() -> str:
-    """One row, returning what its rollup is made of (``_record_one``)."""
-    return _insert_from(f"VALUES {_one_row()}", returning=["id", *LEDGER_RETURNING])
-
-
-def _one_row() -> str:
-    return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in _FIELDS) + ")"
-
-
-@functools.cache
-def _insert_sql() -> str:
-    varying = [f for f in _FIELDS if f.attname not in _SHARED]
-    # The shared values first: their placeholders come first in the text.
-    select = ", ".join(
-        f"%s::{f.db_type(connection)}" if f.attname in _SHARED else f"u.c{varying.index(f)}"
-        for f in _FIELDS
-    )
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in varying)
-    names = ", ".join(f"c{i}" for i in range(len(varying)))
-    return _insert_from(f"SELECT {select} FROM unnest({arrays}) AS u({names})")  # noqa: S608
-
-
-def _insert_from(source: str, returning: Sequence[str] = ("id",)) -> str:
-    """The ledger INSERT of the rows ``source`` gives, skipping recorded keys."""
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
-    return (
-        f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) {source} "  # noqa: S608 - our names
-        f"ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING {', '.join(returning)}"
-    )
-
-
-def _rollup_row(row: dict[str, object]) -> RollupRow:
-    return (
-        (
-            row["organization_id"],
-            row["day"],
-            row["profile_id"],
-            row["provider"],
-            row["model"],
-            row["operation"],
-        ),
-        row["priced"],
-        [row[m] for m in METERS],
-        row["cost"],
-        row["revenue"],
-    )
-
-
-def _after_commit_checks(
-    org: Organization, inserted: list[dict[str, object]], states: list[BudgetState]
-) -> None:
-    """Queue threshold evaluation for budgets in their alert zone, and the
-    unpriced-usage notice, once the ingestion commits. Beat runs both as a
-    safety net, so a broker hiccup here loses nothing."""
-    hot = [
-        str(s.budget.pk)
-        for s in states
-        if s.budget.thresholds and s.period.spent * 100 >= min(s.budget.thresholds) * s.budget.limit
-    ]
-    unpriced = any(not r["priced"] for r in inserted)
-    if not hot and not unpriced:
-        return
-
-    def enqueue() -> None:
-        from costs.tasks import unpriced_usage
-        from quotas.tasks import evaluate_thresholds
-
-        try:
-            if hot:
-                evaluate_thresholds.delay(str(org.pk), sorted(set(hot)))
-            if unpriced:
-                unpriced_usage.delay(str(org.pk))
-        except Exception:  # noqa: BLE001 - beat evaluates again; never fail recorded usage
-            logger.warning("could not queue post-ingest checks for %s", org.slug, exc_info=True)
-
-    transaction.on_commit(enqueue)
-
-
-class _StatesFor:
-    """The budgets an event counts against, in the period it fell in (or, for a
-    replay, the current one). Events with the same dimensions falling in the
-    same periods share the answer, so it is worked out once for each; which
-    periods a moment falls in is worked out once per moment (a batch's
-    events sent without a time share one)."""
-
-    def __init__(self, states: list[BudgetState]) -> None:
-        self._states = states
-        self._spans = [(s.period.start, s.period.end) for s in states]
-        self._memo: dict[tuple, list[BudgetState]] = {}
-        self._inside: dict[datetime, tuple[bool, ...]] = {}
-        # Only the dimensions some budget filters on tell events apart (a
-        # batch for a thousand profiles, none of them with a budget, has one
-        # answer, not a thousand).
-        looked = [c for c in _DIMENSIONS if any(getattr(s.budget, c) for s in states)]
-        self._looks: Callable[[Mapping[str, Any]], object] = (
-            operator.itemgetter(*looked) if looked else _nothing
-        )
-
-    def __call__(self, row: Mapping[str, Any]) -> list[BudgetState]:
-        if not self._states:
-            return []
-        at = row["occurred_at"]
-        inside = self._inside.get(at)
-        if inside is None:
-            inside = self._inside[at] = tuple(start <= at < end for start, end in self._spans)
-        key = (self._looks(row), inside)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memo[key] = self._choose(_dims_key(row), inside)
-        return list(found)
-
-    def _choose(self, dims: tuple, contains: tuple[bool, ...]) -> list[BudgetState]:
-        chosen: dict[object, BudgetState] = {}
-        for state, inside in zip(self._states, contains, strict=True):
-            if not budget_matches(state.budget, Dimensions(*dims)):
-                continue
-            if inside or state.budget.pk not in chosen:
-                chosen[state.budget.pk] = state
-        return sorted(chosen.values(), key=lambda s: s.budget.name)
-
-
-# What a budget's filters look at in a ledger row, in ``Dimensions`` order.
-_DIMENSIONS = ("profile_id", "api_key_id", "provider", "model", "operation")
-_dims_key = operator.itemgetter(*_DIMENSIONS)
-
-
-def _nothing(row: object) -> None:
-    return None
-
-
-def _charge(row: dict[str, object], dims: dict[tuple, Dimensions]) -> Charge:
-    key = _dims_key(row)
-    if (shared := dims.get(key)) is None:
-        shared = dims[key] = Dimensions(*key)  # type: ignore[arg-type]
-    return Charge(
-        dims=shared,
-        occurred_at=row["occurred_at"],  # type: ignore[arg-type]
-        amounts=budget_amounts({m: row[m] for m in METERS}, row["cost"]),  # type: ignore[arg-type]
-        reservation_id=row["reservation_id"],  # type: ignore[arg-type]
-    )

@@ -68,7 +68,7 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
     for i in range(2):  # the profile is known, and remembered
         assert _post_event(client, f"warm-{i}", "doomed").status_code == 201
     first = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
-    write = "_record_one" if path == "single" else "_insert_events"
+    write = "_record_one" if path == "single" else "ledger_insert"
     original = getattr(ingest_module, write)
     deleted: list[int] = []
 

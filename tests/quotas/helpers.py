@@ -129,14 +129,14 @@ def ingestion_in_flight(
     from costs.services import usage_record
 
     inside = threading.Event()
-    after_charge = ingest_module._after_commit_checks
+    after_charge = ingest_module.after_commit_checks
 
     def slow_commit(*args: Any) -> None:
         after_charge(*args)
         inside.set()
         time.sleep(hold)
 
-    monkeypatch.setattr(ingest_module, "_after_commit_checks", slow_commit)
+    monkeypatch.setattr(ingest_module, "after_commit_checks", slow_commit)
     ingestion = InBackground(lambda: usage_record(org=org, events=events))
     assert inside.wait(10), "the ingestion did not reach its commit"
     try:
