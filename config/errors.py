@@ -13,7 +13,8 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     # suspicious request): the contract's JSON body under /api/ too.
     if request.path.startswith("/api/"):
         return json_bad_request(request, exception)
-    return defaults.bad_request(request, exception)
+    # Django's view never reads the exception; django-stubs require one.
+    return defaults.bad_request(request, exception)  # type: ignore[arg-type]
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -20,7 +20,7 @@ import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 from django.conf import settings
@@ -62,7 +62,10 @@ class RowReader(Generic[M]):
     @staticmethod
     def _converter(field: models.Field) -> Callable[[Any], Any]:
         col = field.get_col(field.model._meta.db_table)
-        chain = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+        # Field.get_db_converters() exists at runtime; django-stubs only declare it on
+        # expressions.
+        field_steps = field.get_db_converters(connection)  # type: ignore[attr-defined]
+        chain = connection.ops.get_db_converters(col) + field_steps
         if not chain:
             return lambda value: value
 
@@ -169,7 +172,10 @@ def read_together(*reads: Read[Any]) -> list[Any]:
 
 @functools.cache
 def _cursor_classes() -> tuple[type, type]:
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    # Defined only under psycopg 3, so django-stubs do not declare it.
+    from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
+        ServerBindingCursor,
+    )
     from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
     class PreparedCursor(ServerBindingCursor):
@@ -181,7 +187,7 @@ def _cursor_classes() -> tuple[type, type]:
         """Logs the statement as written: its parameters travel apart, so there
         is no composed query text to read back from the driver."""
 
-        def execute(self, sql: str, params: Any = None) -> Any:
+        def execute(self, sql: Any, params: Any = None) -> Any:
             with self.debug_sql(sql, params):
                 return CursorWrapper.execute(self, sql, params)
 
@@ -190,7 +196,9 @@ def _cursor_classes() -> tuple[type, type]:
 
 def db_value(model: type[models.Model], field: str, value: Any) -> Any:
     """``value`` as a query parameter for ``model.field`` on this database."""
-    return model._meta.get_field(field).get_db_prep_value(value, connection)
+    # A concrete column, never a reverse relation or a generic foreign key.
+    concrete = cast("models.Field[Any, Any]", model._meta.get_field(field))
+    return concrete.get_db_prep_value(value, connection)
 
 
 IN_LIST_MAX = 8

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
@@ -140,13 +140,17 @@ class PriceAdmin(TenantScopedAdminMixin, ModelAdmin):
             field.empty_label = None
         return field
 
-    def has_change_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
-        if obj is not None and obj.organization_id is None:
+    # ``obj`` is typed as the mixin's (any model) to keep the override compatible;
+    # this admin is only ever handed Price rows.
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        price = cast("Price | None", obj)
+        if price is not None and price.organization_id is None:
             return request.user.is_superuser
         return super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
-        if obj is not None and price_is_used(price=obj):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        price = cast("Price | None", obj)
+        if price is not None and price_is_used(price=price):
             return False
         return self.has_change_permission(request, obj)
 

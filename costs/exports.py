@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import QuerySet
 
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS
+
+if TYPE_CHECKING:
+    from profiles.models import Profile
 
 EXPORT_FIELDS = [
     "id",
@@ -36,7 +39,8 @@ def export_row(event: UsageEvent) -> dict[str, Any]:
         "id": str(event.id),
         "occurred_at": event.occurred_at.isoformat(),
         "received_at": event.received_at.isoformat(),
-        "profile": event.profile.external_id if event.profile_id else None,
+        # profile_id set: the profile is there.
+        "profile": cast("Profile", event.profile).external_id if event.profile_id else None,
         "provider": event.provider,
         "model": event.model,
         "model_requested": event.model_requested,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
 from django.db import models
 from django.db.models import Q
@@ -10,12 +11,12 @@ from django.db.models import Q
 from costs.pricing.engine import METERS
 from profiles.models import ApiKey, BaseModel, Organization, Profile
 
-MONEY = {"max_digits": 24, "decimal_places": 12}
+MONEY: dict[str, Any] = {"max_digits": 24, "decimal_places": 12}
 # Sums of many events (rollups) get six more integer digits than one event.
-MONEY_SUM = {"max_digits": 30, "decimal_places": 12}
+MONEY_SUM: dict[str, Any] = {"max_digits": 30, "decimal_places": 12}
 # Unit rates are per single token/character/second: $0.0375 per million tokens is
 # 0.0000000375, so rates carry more places than amounts of money do.
-RATE = {"max_digits": 30, "decimal_places": 18, "null": True, "blank": True}
+RATE: dict[str, Any] = {"max_digits": 30, "decimal_places": 18, "null": True, "blank": True}
 COUNT_METERS = [m for m in METERS if m != "audio_seconds"]
 
 
@@ -118,7 +119,8 @@ class Price(BaseModel):
         indexes = [models.Index(fields=["model", "organization", "effective_from"])]
 
     def __str__(self) -> str:
-        scope = self.organization.slug if self.organization_id else "global"
+        # organization_id set: the organization is there.
+        scope = cast(Organization, self.organization).slug if self.organization_id else "global"
         return f"{self.model} from {self.effective_from:%Y-%m-%d} ({scope})"
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -119,6 +119,7 @@ class MembershipForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # ModelForm.clean() returns cleaned_data
         if self.instance.pk is None and not data.get("user") and not data.get("email"):
             self.add_error("email", "Give the member's email (or pick a user).")
         return data
@@ -223,7 +224,7 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
             "<p>Spent this month: <strong>{}</strong> in {} call(s)</p><ul>{}</ul>"
             '<div style="height:220px;max-width:720px"><canvas class="chart profile-daily-chart" '
             'data-type="bar" data-value="{}"></canvas></div>',
-            money(spend["cost"]),
+            money(cast("Decimal", spend["cost"])),  # the cost is a Decimal, the events an int
             spend["events"],
             items or mark_safe("<li>No budget applies to this profile.</li>"),  # noqa: S308 - a constant
             chart,
@@ -254,6 +255,7 @@ class ApiKeyForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # ModelForm.clean() returns cleaned_data
         org, profile = data.get("organization"), data.get("profile")
         if org is not None and profile is not None and profile.organization_id != org.pk:
             self.add_error("profile", "The profile belongs to another organization.")

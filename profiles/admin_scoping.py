@@ -8,7 +8,7 @@ foreign-key choices, and their object URLs answer 404.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.db import models
@@ -35,6 +35,12 @@ def is_tenant_staff(user: Any) -> bool:
     return bool(
         user.is_active and user.is_staff and (user.is_superuser or orgs_visible_to(user).exists())
     )
+
+
+def _related_model(db_field: models.Field[Any, Any]) -> type[models.Model]:
+    """The target model class of a relation. ``related_model`` is only ``"self"``
+    before the app registry has resolved it; form fields are built long after."""
+    return cast("type[models.Model]", db_field.related_model)
 
 
 class TenantScopedAdminMixin:
@@ -96,14 +102,14 @@ class TenantScopedAdminMixin:
         self, db_field: models.ForeignKey, request: HttpRequest, **kwargs: Any
     ):
         if not request.user.is_superuser:
-            kwargs["queryset"] = self.scope_related(db_field.related_model, request)
+            kwargs["queryset"] = self.scope_related(_related_model(db_field), request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
 
     def formfield_for_manytomany(
         self, db_field: models.ManyToManyField, request: HttpRequest, **kwargs: Any
     ):
         if not request.user.is_superuser:
-            kwargs["queryset"] = self.scope_related(db_field.related_model, request)
+            kwargs["queryset"] = self.scope_related(_related_model(db_field), request)
         return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
 
     @staticmethod
@@ -168,7 +174,7 @@ class TenantInlineMixin:
     ):
         if not request.user.is_superuser:
             kwargs["queryset"] = TenantScopedAdminMixin.scope_related(
-                db_field.related_model, request
+                _related_model(db_field), request
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
 

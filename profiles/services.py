@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import string
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,7 +92,7 @@ def organizations_lock(org_ids: Iterable[object]) -> None:
     )
 
 
-def organization_locked(org_id: object) -> Organization:
+def organization_locked(org_id: uuid.UUID | str) -> Organization:
     """``organizations_lock`` of one organization, and its row as it stands
     once locked (its time zone, which what follows may reckon periods in)."""
     organizations_lock([org_id])
@@ -346,7 +347,10 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
         return None
     row = rows[0]
     key = _KEYS.read(row)
-    key.organization = _ORGS.read(row, _KEYS.width)
+    org = _ORGS.read(row, _KEYS.width)
+    # Both come from inner-joined rows, so their primary keys are never NULL.
+    assert key is not None and org is not None
+    key.organization = org
     profile = _PROFILES.read(row, _KEYS.width + _ORGS.width)
     if profile is not None:
         if profile.organization_id == key.organization_id:
@@ -373,9 +377,10 @@ def profiles_named_read(*, org: Organization, names: Iterable[str]) -> Read[dict
     )
 
     def load(rows: list[tuple]) -> dict[str, Profile]:
-        found = {}
+        found: dict[str, Profile] = {}
         for row in rows:
             profile = _PROFILES.read(row)
+            assert profile is not None  # the only table selected: its key is never NULL
             profile.organization = org
             found[profile.external_id] = profile
         return found
@@ -384,7 +389,7 @@ def profiles_named_read(*, org: Organization, names: Iterable[str]) -> Read[dict
     return Read(sql, params, _PROFILES.width, load)
 
 
-def profile_vanished(exc: BaseException) -> bool:
+def profile_vanished(exc: BaseException | None) -> bool:
     """Was ``exc`` (or what caused it) a row refused for referring to a
     profile that is not there (deleted after it was looked up)?"""
     while exc is not None:

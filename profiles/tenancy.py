@@ -14,12 +14,12 @@ from django.db import models
 from profiles.models import Membership, Organization
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 M = TypeVar("M", bound=models.Model)
 
 
-def orgs_visible_to(user: AbstractBaseUser | AnonymousUser | None) -> models.QuerySet[Organization]:
+def orgs_visible_to(user: User | AnonymousUser | None) -> models.QuerySet[Organization]:
     """Organizations a user may see: all for superusers, their memberships otherwise."""
     if user is None or not user.is_authenticated or not user.is_active:
         return Organization.objects.none()
@@ -28,7 +28,7 @@ def orgs_visible_to(user: AbstractBaseUser | AnonymousUser | None) -> models.Que
     return Organization.objects.filter(memberships__user=user).distinct()
 
 
-def orgs_managed_by(user: AbstractBaseUser | AnonymousUser | None) -> models.QuerySet[Organization]:
+def orgs_managed_by(user: User | AnonymousUser | None) -> models.QuerySet[Organization]:
     """Organizations a user may change: all for superusers, owner/admin memberships otherwise."""
     if user is None or not user.is_authenticated or not user.is_active:
         return Organization.objects.none()

@@ -85,16 +85,18 @@ class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
     @staticmethod
     def _status(obj: Budget) -> dict[str, Any]:
         # Cached on the row object: both columns of one row read it once.
+        # _status_cache is our own attribute on the instance, unknown to its model.
         if not hasattr(obj, "_status_cache"):
             (state,) = budget_states(org=obj.organization, budgets=[obj])
-            obj._status_cache = budget_status(state)
-        return obj._status_cache
+            obj._status_cache = budget_status(state)  # type: ignore[attr-defined]
+        return obj._status_cache  # type: ignore[attr-defined]
 
     @admin.display(description="Scope")
     def scope(self, obj: Budget) -> str:
         parts = [
-            f"profile {obj.profile.external_id}" if obj.profile_id else "",
-            f"key {obj.api_key.name}" if obj.api_key_id else "",
+            # Each relation is read only when its id is set, so it is not None.
+            f"profile {obj.profile.external_id}" if obj.profile_id else "",  # type: ignore[union-attr]
+            f"key {obj.api_key.name}" if obj.api_key_id else "",  # type: ignore[union-attr]
             obj.provider,
             obj.model,
             obj.operation,

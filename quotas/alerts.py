@@ -9,6 +9,8 @@ the same transaction.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -159,7 +161,10 @@ def thresholds_evaluate(
 
 
 def alert_mark_read(
-    *, org: Organization, alert_ids: list[object] | None = None, profile: Profile | None = None
+    *,
+    org: Organization,
+    alert_ids: Sequence[uuid.UUID] | None = None,
+    profile: Profile | None = None,
 ) -> int:
     """Mark ``org``'s alerts read (those of ``alert_ids``, or all); with
     ``profile``, only that profile's."""
@@ -171,7 +176,7 @@ def alert_mark_read(
     return qs.update(read_at=timezone.now())
 
 
-def alert_resolve(*, org: Organization, alert_ids: list[object]) -> int:
+def alert_resolve(*, org: Organization, alert_ids: Sequence[uuid.UUID]) -> int:
     now = timezone.now()
     Alert.objects.filter(organization=org, pk__in=alert_ids, read_at__isnull=True).update(
         read_at=now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -10,9 +11,9 @@ from django.db.models import F, Q
 
 from profiles.models import ApiKey, BaseModel, Organization, Profile
 
-AMOUNT = {"max_digits": 24, "decimal_places": 12}
+AMOUNT: dict[str, Any] = {"max_digits": 24, "decimal_places": 12}
 # Counters accumulate many events: six more integer digits than one amount.
-COUNTER = {"max_digits": 30, "decimal_places": 12}
+COUNTER: dict[str, Any] = {"max_digits": 30, "decimal_places": 12}
 
 
 def validate_thresholds(value: object) -> None:

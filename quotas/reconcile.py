@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +29,10 @@ class Drift:
 
 
 def periods_reconcile(
-    *, org: Organization, now: datetime | None = None, budget_ids: list[object] | None = None
+    *,
+    org: Organization,
+    now: datetime | None = None,
+    budget_ids: Sequence[uuid.UUID | str] | None = None,
 ) -> list[Drift]:
     """Recompute ``spent`` (from the ledger) and ``reserved`` (from live holds) of
     every period of ``org`` (of ``budget_ids`` only, if given) that is open at

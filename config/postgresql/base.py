@@ -27,6 +27,7 @@ import functools
 import select
 import time
 from datetime import UTC, datetime
+from typing import cast
 
 import psycopg
 from django.conf import settings
@@ -56,8 +57,9 @@ _UNUSABLE = {TransactionStatus.ACTIVE, TransactionStatus.INERROR, TransactionSta
 
 
 _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
-# psycopg's own timestamptz loader: its C implementation where it has one.
-_FAST_TIMESTAMPTZ = psycopg.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT)
+# psycopg's own timestamptz loader: its C implementation where it has one
+# (psycopg always registers one for timestamptz, so never None).
+_FAST_TIMESTAMPTZ = cast("type[Loader]", psycopg.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT))
 
 
 class UtcTimestamptzLoader(Loader):
@@ -97,7 +99,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return params
 
     def _configure_connection(self, connection: psycopg.Connection) -> bool:
-        commit = super()._configure_connection(connection)
+        # Django's private hook, absent from django-stubs.
+        commit = super()._configure_connection(connection)  # type: ignore[misc]
         if not settings.DB_PREPARE_HOT_QUERIES:
             return commit
         with connection.cursor() as cursor:

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from costs.api.schemas import EventInvalid, LongName, Name, Timestamp, validate_with_usage
 from costs.pricing.engine import METERS
-from costs.selectors.pricing import cost_estimate, pricing_in_force
+from costs.selectors.pricing import CatalogEntry, cost_estimate, pricing_in_force
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
@@ -86,7 +86,13 @@ class PricingApi(TenantApiView):
             model=request.query_params.get("model"),
         )
         paginator = CappedLimitOffsetPagination()
-        page = paginator.paginate_queryset(entries, request, view=self)
+        # DRF pages any sequence; the stubs only admit querysets.
+        page: list[CatalogEntry] | None = paginator.paginate_queryset(
+            entries,  # type: ignore[arg-type]
+            request,
+            view=self,
+        )
+        assert page is not None  # default_limit is set, so there is always a page
         return paginator.get_paginated_response(
             [
                 {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -23,6 +23,9 @@ from costs.selectors.ledger import usage_events, usage_summary
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import paginated
+
+_M = TypeVar("_M", bound=Model)
+_R = TypeVar("_R")
 
 
 class UsageEventOutputSerializer(serializers.ModelSerializer):
@@ -44,10 +47,10 @@ class LedgerCursorPagination(CursorPagination):
     counts ties with an offset, which broke the ``previous`` link of a page
     inside a run of equal times (it answered an empty page)."""
 
-    page_size = 100
+    page_size: int | None = 100
     page_size_query_param = "limit"
     max_page_size = 1000
-    ordering = ("-occurred_at", "-id")
+    ordering: tuple[str, ...] = ("-occurred_at", "-id")
 
     def _get_position_from_instance(self, instance: Any, ordering: Any) -> str:
         return f"{instance.occurred_at.isoformat()}|{instance.id}"
@@ -64,8 +67,8 @@ class LedgerCursorPagination(CursorPagination):
             raise NotFound(self.invalid_cursor_message) from exc
 
     def paginate_queryset(
-        self, queryset: QuerySet[UsageEvent], request: Request, view: Any = None
-    ) -> list[UsageEvent] | None:
+        self, queryset: QuerySet[_M, _R], request: Request, view: Any = None
+    ) -> list[_R] | None:
         # DRF's method, with the position filter on both fields (positions are
         # unique, so the offset DRF keeps for ties stays 0).
         self.request = request
@@ -75,7 +78,9 @@ class LedgerCursorPagination(CursorPagination):
         self.base_url = request.build_absolute_uri()
         self.ordering = self.get_ordering(request, queryset, view)
         self.cursor = self.decode_cursor(request)
-        offset, reverse, current = self.cursor if self.cursor else (0, False, None)
+        offset, reverse, position = self.cursor if self.cursor else (0, False, None)
+        # DRF decodes the position as text (the stubs say int).
+        current = cast("str | None", position)
         queryset = queryset.order_by(*(("occurred_at", "id") if reverse else self.ordering))
         if current is not None:
             at, pk = self._position(current)

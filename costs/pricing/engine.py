@@ -189,7 +189,9 @@ class Rates:
             raise ValueError(f"Duplicate tier thresholds: {thresholds}.")
         object.__setattr__(self, "rates", MappingProxyType(dict(self.rates)))
         object.__setattr__(self, "tiers", tiers)
-        effective = {None: _effective_rates(self.rates, None)}
+        effective: dict[int | None, tuple[Decimal | None, ...]] = {
+            None: _effective_rates(self.rates, None)
+        }
         effective.update((t.threshold, _effective_rates(self.rates, t)) for t in tiers)
         object.__setattr__(self, "effective", MappingProxyType(effective))
 
@@ -262,7 +264,7 @@ def _quantity(usage: Mapping[str, int | Decimal], meter: str) -> Decimal:
     return quantity
 
 
-def _select_tier(tiers: tuple[Tier, ...], input_tokens: Decimal) -> Tier | None:
+def _select_tier(tiers: tuple[Tier, ...], input_tokens: int | Decimal) -> Tier | None:
     """Highest tier whose threshold the total input strictly exceeds (genai-prices rule)."""
     # tiers are sorted ascending by Rates.__post_init__, so scan from the top.
     for tier in reversed(tiers):

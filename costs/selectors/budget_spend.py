@@ -80,7 +80,8 @@ def ledger_spend_many(
     for group in groups:
         by_profile.setdefault(group["profile_id"], []).append(group)
     every = [g for gs in by_profile.values() for g in gs]
-    spent = {}
+    # Keyed by object to match quotas.spend.ManySpendSource (dicts are invariant).
+    spent: dict[object, Decimal] = {}
     for budget in budgets:
         total = Decimal(0)
         for group in by_profile.get(budget.profile_id, []) if budget.profile_id else every:

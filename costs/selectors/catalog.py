@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from config.rows import Read, RowReader, db_value, in_list, read
 from costs.models import AIModel, Price
@@ -140,7 +141,7 @@ def model_resolve(*, provider: str, model: str) -> ResolvedModel | None:
 
 @dataclass(frozen=True)
 class PriceRow:
-    id: object
+    id: UUID
     model_id: int
     organization_id: object | None
     effective_from: datetime
@@ -208,7 +209,8 @@ def price_book_read(*, org: Organization, model_ids: Iterable[int]) -> Read[Pric
 
 
 def _book(rows: list[tuple]) -> PriceBook:
-    prices = [_PRICES.read(row) for row in rows]
+    # Plain select, no outer join: the primary key is never NULL, so read() never gives None.
+    prices = [cast(Price, _PRICES.read(row)) for row in rows]
     return PriceBook(
         PriceRow(p.pk, p.model_id, p.organization_id, p.effective_from, rates_of(p)) for p in prices
     )

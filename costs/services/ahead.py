@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from config.rows import read_together
+from config.rows import Read, read_together
 from costs.selectors.catalog import PriceBook, price_book_known, price_book_learn, price_book_read
 from profiles.models import Organization, Profile
 from profiles.services import profiles_named_read
@@ -66,7 +67,7 @@ def read_ahead(
         ahead = _known(memo, org, at, model_ids, names, dims)
         if ahead is not None:
             return ahead
-    reads = [
+    reads: list[Read[Any]] = [
         price_book_read(org=org, model_ids=model_ids),
         profiles_named_read(org=org, names=names),
         budget_states_read(org, at, open_missing=False, matching=dims, profile_names=names),

@@ -120,8 +120,8 @@ def catalog_sync(*, catalog: list[CatalogModel]) -> SyncStats:
             model = models[(cm.provider, cm.slug)]
             for cp in cm.prices:
                 fields = _price_fields(cp)
-                existing = prices.get((model.pk, cp.effective_from))
-                if existing is None:
+                existing_price = prices.get((model.pk, cp.effective_from))
+                if existing_price is None:
                     new_prices.append(
                         Price(
                             model=model,
@@ -130,15 +130,15 @@ def catalog_sync(*, catalog: list[CatalogModel]) -> SyncStats:
                             **fields,
                         )
                     )
-                elif _same(existing, fields):
+                elif _same(existing_price, fields):
                     stats.prices_unchanged += 1
-                elif existing.pk in used:
-                    stats.prices_kept_used.append(str(existing))
+                elif existing_price.pk in used:
+                    stats.prices_kept_used.append(str(existing_price))
                 else:
                     for k, v in fields.items():
-                        setattr(existing, k, v)
-                    existing.source = cp.source
-                    changed_prices.append(existing)
+                        setattr(existing_price, k, v)
+                    existing_price.source = cp.source
+                    changed_prices.append(existing_price)
         Price.objects.bulk_create(new_prices, batch_size=500)
         if changed_prices:
             Price.objects.bulk_update(changed_prices, [*METERS, "tiers", "source"], batch_size=500)

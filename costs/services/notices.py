@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from django.utils import timezone
 
@@ -80,7 +81,7 @@ def spend_spikes_raise(*, org: Organization, now: datetime | None = None) -> lis
     today = now.astimezone(org.tz).date()
     window_start = today - timedelta(days=SPIKE_WINDOW_DAYS)
     raised: list[Alert] = []
-    scopes: list[tuple[str, object | None, str]] = [("org", None, "The organization")]
+    scopes: list[tuple[str, UUID | None, str]] = [("org", None, "The organization")]
     top_today = grouped(
         rollups(org=org, since=today, until=today + timedelta(days=1)).filter(
             profile__isnull=False

@@ -73,6 +73,7 @@ def _reprice_batch(events: list[UsageEvent]) -> int:
             price = book.at(r.id, e.occurred_at) if r else None
             if price is None:
                 continue
+            assert r is not None  # a price is only looked up for a resolved model
             result = price_usage(price.rates, {m: getattr(e, m) for m in METERS})
             old = UsageEvent(
                 **{f.attname: getattr(e, f.attname) for f in UsageEvent._meta.concrete_fields}

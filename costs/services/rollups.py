@@ -8,12 +8,16 @@ import operator
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
 from django.db.models.functions import Collate
 
 from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import COUNT_METERS, METERS, DailyUsage, UsageEvent
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 SUM_COLUMNS = ["events", "unpriced_events", *COUNT_METERS, "audio_seconds", "cost", "revenue"]
 KEY_COLUMNS = ["organization_id", "day", "profile_id", "provider", "model", "operation"]
@@ -174,7 +178,10 @@ def _key_values(key: RollupKey, with_profile: bool) -> tuple:
 def _types(with_profile: bool) -> list[str]:
     """The database types of the upsert's columns (keys, then sums)."""
     cols = _keys(with_profile) + SUM_COLUMNS
-    return [DailyUsage._meta.get_field(c).db_type(connection) for c in cols]
+    # Every column is a concrete field with a database type; get_field's wider
+    # return type also covers reverse relations and generic foreign keys.
+    fields = [cast("Field[Any, Any]", DailyUsage._meta.get_field(c)) for c in cols]
+    return [cast(str, f.db_type(connection)) for f in fields]
 
 
 def _upsert_from(with_profile: bool, source: str) -> str:
@@ -223,5 +230,5 @@ def _upsert(chunk: list, with_profile: bool) -> None:
 def _db_value(value: object) -> object:
     # UUIDs go in as the backend stores them (SQLite keeps them as 32-char hex).
     if value is not None and hasattr(value, "hex") and connection.vendor == "sqlite":
-        return value.hex  # type: ignore[attr-defined]
+        return value.hex
     return value

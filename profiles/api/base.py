@@ -7,7 +7,8 @@ and ``self.get_scoped_or_404()``, which filter by that organization.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+import uuid
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from django.db import models
 from rest_framework.permissions import BasePermission
@@ -20,10 +21,14 @@ from profiles.models import Membership, Organization, Profile
 from profiles.services import profile_get_or_create
 from profiles.tenancy import for_org, orgs_visible_to
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 M = TypeVar("M", bound=models.Model)
 
-# What a staff user's session may do through the browsable API, by role.
-ROLE_SCOPES = {
+# What a staff user's session may do through the browsable API, by role. Looked
+# up with None too: a superuser without a membership has no role.
+ROLE_SCOPES: dict[str | None, set[str]] = {
     Membership.Role.OWNER: {"ingest", "check", "read", "manage"},
     Membership.Role.ADMIN: {"ingest", "check", "read", "manage"},
     Membership.Role.MEMBER: {"read"},
@@ -50,7 +55,7 @@ class TenantApiView(APIView):
     ``None`` means any authenticated credential of the organization will do.
     """
 
-    permission_classes: ClassVar[list[type[BasePermission]]] = [HasScope]
+    permission_classes = [HasScope]
     scopes: ClassVar[dict[str, str | None]] = {}
 
     def required_scope(self, request: Request) -> str | None:
@@ -61,10 +66,17 @@ class TenantApiView(APIView):
         return self.scopes.get(method, self.scopes.get("*"))
 
     @property
-    def bound_profile_id(self) -> object | None:
+    def bound_profile(self) -> Profile | None:
+        """The profile the request's key is bound to, if any (``request.profile``,
+        set by ``_resolve_tenant``): such a key acts only for that profile."""
+        profile: Profile | None = self.request.profile  # type: ignore[attr-defined]
+        return profile
+
+    @property
+    def bound_profile_id(self) -> uuid.UUID | None:
         """The id of the profile the request's key is bound to, if any: such a
         key acts only for that profile."""
-        profile = self.request.profile  # type: ignore[attr-defined]
+        profile = self.bound_profile
         return profile.pk if profile is not None else None
 
     def check_permissions(self, request: Request) -> None:
@@ -96,8 +108,10 @@ class TenantApiView(APIView):
         if user is None or not getattr(user, "is_authenticated", False):
             self.permission_denied(request)  # raises NotAuthenticated
             return
-        # A staff user's session: the organization is the one named by
-        # ?org=<slug> or X-Organization, else their only membership.
+        # A staff user's session (a key's user returned above, an anonymous one
+        # was refused): the organization is the one named by ?org=<slug> or
+        # X-Organization, else their only membership.
+        user = cast("User", user)
         orgs = orgs_visible_to(user)
         slug = request.query_params.get("org") or request.headers.get("X-Organization")
         org = orgs.filter(slug=slug).first() if slug else None

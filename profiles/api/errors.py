@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class ApiError(Exception):
     """Raise from services or views to answer with the contract's error body."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid"
 
     def __init__(
@@ -117,8 +117,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
         if getattr(exc, "wait", None) is not None:
             headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
-        detail = exc.detail
-        message = str(detail) if not isinstance(detail, dict | list) else "Request failed."
+        api_detail = exc.detail
+        message = str(api_detail) if not isinstance(api_detail, dict | list) else "Request failed."
         return Response(error_body(code, message), status=status_code, headers=headers)
 
     if isinstance(exc, OperationalError | InterfaceError):

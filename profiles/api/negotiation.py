@@ -19,7 +19,9 @@ class ContentNegotiation(DefaultContentNegotiation):
     DRF chooses it, without parsing the header and every renderer's media type
     (2% of a pre-flight check's time); anything else goes to DRF."""
 
-    def select_renderer(
+    # DRF always passes a list (APIView.get_renderers()); the stubs' base method
+    # takes any Iterable, which this one indexes.
+    def select_renderer(  # type: ignore[override]
         self, request: Request, renderers: list[BaseRenderer], format_suffix: Any = None
     ) -> tuple[BaseRenderer, str]:
         accept = request.META.get("HTTP_ACCEPT")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
+
+if TYPE_CHECKING:
+    from drf_spectacular.utils import OpenApiParameter
+    from rest_framework.fields import Field
+    from rest_framework.serializers import Serializer
 
 
 class CappedLimitOffsetPagination(LimitOffsetPagination):
@@ -17,7 +24,7 @@ class CreatedCursorPagination(CursorPagination):
     ordering = "-created_at"
 
 
-def page_parameters() -> list[object]:
+def page_parameters() -> list[OpenApiParameter]:
     """The OpenAPI query parameters of a capped limit/offset page."""
     from drf_spectacular.utils import OpenApiParameter
 
@@ -29,12 +36,12 @@ def page_parameters() -> list[object]:
     ]
 
 
-def paginated(name: str, item: object, *, cursor: bool = False) -> object:
+def paginated(name: str, item: Field, *, cursor: bool = False) -> Serializer:
     """The OpenAPI shape of a page of ``item`` as these paginators render it."""
     from drf_spectacular.utils import inline_serializer
     from rest_framework import serializers
 
-    fields: dict[str, object] = {
+    fields: dict[str, Field] = {
         "next": serializers.URLField(allow_null=True),
         "previous": serializers.URLField(allow_null=True),
         "results": item,

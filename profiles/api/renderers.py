@@ -13,6 +13,7 @@ none (money, counts and percentages are strings and integers).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -34,12 +35,15 @@ class FastJSONRenderer(JSONRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         plain = (
             self.compact
             and not self.ensure_ascii
-            and self.get_indent(accepted_media_type, renderer_context or {}) is None
+            # DRF's get_indent() takes a None media type (its own render() passes one);
+            # the stubs ask for a str.
+            and self.get_indent(accepted_media_type, renderer_context or {})  # type: ignore[arg-type]
+            is None
         )
         if data is None or not plain:
             return super().render(data, accepted_media_type, renderer_context)

@@ -29,8 +29,8 @@ class ProfileListApi(TenantApiView):
     )
     def get(self, request: Request) -> Response:
         profiles = profile_list(org=self.org)
-        if request.profile is not None:  # type: ignore[attr-defined]
-            profiles = profiles.filter(pk=request.profile.pk)  # type: ignore[attr-defined]
+        if (bound := self.bound_profile) is not None:
+            profiles = profiles.filter(pk=bound.pk)
         paginator = CappedLimitOffsetPagination()
         page = paginator.paginate_queryset(profiles, request, view=self)
         return paginator.get_paginated_response(ProfileOutputSerializer(page, many=True).data)

@@ -44,7 +44,7 @@ class _AlertsView(TenantApiView):
         """The alerts this credential may see: a key bound to a profile sees
         only that profile's (it acts only for it)."""
         alerts = Alert.objects.all()
-        if (profile := self.request.profile) is not None:  # type: ignore[attr-defined]
+        if (profile := self.bound_profile) is not None:
             alerts = alerts.filter(profile=profile)
         return alerts
 
@@ -112,6 +112,4 @@ class AlertReadAllApi(_AlertAction):
         operation_id="alerts_read_all",
     )
     def post(self, request: Request) -> Response:
-        return Response(
-            {"marked": alert_mark_read(org=self.org, profile=request.profile)}  # type: ignore[attr-defined]
-        )
+        return Response({"marked": alert_mark_read(org=self.org, profile=self.bound_profile)})

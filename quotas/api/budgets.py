@@ -101,7 +101,7 @@ class _BudgetBase(TenantApiView):
                     "The request is invalid; see details.", details={"api_key": "Unknown API key."}
                 )
             data["api_key"] = key
-        bound = self.request.profile  # type: ignore[attr-defined]
+        bound = self.bound_profile
         if bound is not None:
             # A key bound to a profile acts only for it: its budgets are that profile's.
             self.acting_profile(data.get("profile"), create=False)
@@ -116,7 +116,7 @@ class _BudgetBase(TenantApiView):
 
     def render(self, budgets: list[Budget]) -> list[dict[str, Any]]:
         states = {s.budget.pk: s for s in budget_states(org=self.org, budgets=budgets)}
-        out = []
+        out: list[dict[str, Any]] = []
         for b in budgets:
             row = BudgetOutputSerializer(b).data
             row["limit"] = budget_status(states[b.pk])["limit"]
@@ -125,9 +125,7 @@ class _BudgetBase(TenantApiView):
         return out
 
     def get_budget(self, budget_id: uuid.UUID) -> Budget:
-        budget = (
-            budget_list(org=self.org, profile=self.request.profile).filter(pk=budget_id).first()
-        )  # type: ignore[attr-defined]
+        budget = budget_list(org=self.org, profile=self.bound_profile).filter(pk=budget_id).first()
         if budget is None:
             raise ApiError("Not found.", code="not_found", status_code=404)
         return budget
@@ -142,10 +140,11 @@ class BudgetListApi(_BudgetBase):
     def get(self, request: Request) -> Response:
         paginator = CappedLimitOffsetPagination()
         page = paginator.paginate_queryset(
-            budget_list(org=self.org, profile=request.profile),
+            budget_list(org=self.org, profile=self.bound_profile),
             request,
-            view=self,  # type: ignore[attr-defined]
+            view=self,
         )
+        assert page is not None  # None only without a limit, and default_limit is set
         return paginator.get_paginated_response(self.render(list(page)))
 
     @extend_schema(

@@ -4,6 +4,7 @@ counters kept equal to the ledger."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -214,7 +215,7 @@ def budgets_rezone(*, org: Organization, previous: str | None = None) -> None:
     span = {b.pk: bounds[b.period] for b in budgets}
     ids = list(span)
 
-    def locked() -> list[tuple[int, object, datetime, datetime]]:
+    def locked() -> list[tuple[int, uuid.UUID, datetime, datetime]]:
         return list(
             BudgetPeriod.objects.select_for_update()
             .filter(

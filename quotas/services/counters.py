@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -199,7 +200,8 @@ def _periods_at(keys: Sequence[PeriodKey]) -> dict[tuple[str, datetime], BudgetP
         f"WHERE {budgets_in} AND {starts_in}",
         [*budget_params, *start_params],
     )
-    periods = [_PERIODS.read(row) for row in rows]
+    # The only table selected: no row has a NULL id, so none reads as None.
+    periods = cast("list[BudgetPeriod]", [_PERIODS.read(row) for row in rows])
     return {(str(p.budget_id), p.start): p for p in periods}
 
 
@@ -316,7 +318,7 @@ def budget_charge_inline(plan: ChargePlan, *, gate: str) -> InlineCharge | None:
     return InlineCharge(_counters_cte(gate, bool(changed), bool(seen)), params, plan, touched)
 
 
-def _returning(sql: str, params: list[object], period_id: int) -> tuple[Decimal, Decimal] | None:
+def _returning(sql: str, params: Sequence[Any], period_id: int) -> tuple[Decimal, Decimal] | None:
     """Run a counter UPDATE and give the row's new (spent, reserved), or None when
     its condition refused. PostgreSQL answers in the same round trip."""
     with connection.cursor() as cursor:
@@ -385,7 +387,8 @@ def _claim_reservations(
         return [], {}, {}
     held = Reservation.objects.filter(organization=org, status=Reservation.Status.HELD)
     if profile_id is not None:
-        held = held.filter(profile_id=profile_id)
+        # A profile's id (UUID); ChargePlan.settle_profile_id is typed loosely.
+        held = held.filter(profile_id=cast("uuid.UUID", profile_id))
     won = []
     for rid in sorted(ids, key=str):
         if held.filter(pk=rid).update(status=status, ended_at=timezone.now()):
@@ -408,7 +411,7 @@ def _release_holds(
 
 
 def reservation_release(
-    *, org: Organization, reservation_id: uuid.UUID, profile_id: object | None = None
+    *, org: Organization, reservation_id: uuid.UUID, profile_id: uuid.UUID | None = None
 ) -> Reservation:
     """Release a hold. Raises ReservationNotFound for an unknown id or another
     tenant's (with ``profile_id``, also another profile's: a key bound to a

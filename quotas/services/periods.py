@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.db import connection
@@ -52,7 +52,8 @@ def active_budgets_read(org: Organization, *, limit: int | None = None) -> Read[
     the first ``limit`` of them, if given."""
 
     def load(rows: list[tuple]) -> list[Budget]:
-        budgets = [_BUDGETS.read(row) for row in rows]
+        # The only table selected: no row has a NULL id, so none reads as None.
+        budgets = cast("list[Budget]", [_BUDGETS.read(row) for row in rows])
         for budget in budgets:
             budget.organization = org
         return budgets
@@ -86,7 +87,8 @@ def budget_states_known(
     remembered (it may not be open yet)."""
     budgets = memo.get("budgets")
     if budgets is None:
-        budgets = budgets_learn(memo, read(memo_budgets_read(org)))
+        learned: list[Budget] = read(memo_budgets_read(org))
+        budgets = budgets_learn(memo, learned)
     if budgets is False:  # too many to keep: read as before
         return None
     periods = memo.get("periods", {})
@@ -105,7 +107,8 @@ def budget_states_known(
             found = periods.get((budget.pk, span[0]))
             if found is None:
                 return None
-            period = BudgetPeriod(
+            # Counters unknown (None) on purpose: the caller's statement reads them.
+            period = BudgetPeriod(  # type: ignore[misc]
                 pk=found[0],
                 budget_id=budget.pk,
                 start=span[0],
@@ -204,6 +207,7 @@ def current_states(
     budgets = sorted(budgets, key=lambda b: str(b.pk))
     keys = {b.pk: _period_key(b, org, at) for b in budgets}
     existing: dict[tuple[object, datetime], BudgetPeriod] = {}
+    period: BudgetPeriod | None
     if budgets:
         starts = {start for _, start, _ in keys.values()}
         for period in BudgetPeriod.objects.filter(budget__in=budgets, start__in=starts):
@@ -347,6 +351,7 @@ def _states_from_rows(
     states = []
     for row in rows:
         budget = _BUDGETS.read(row)
+        assert budget is not None  # the FROM side of the join: its id is never NULL
         budget.organization = org
         period = _PERIODS.read(row, _BUDGETS.width)
         if period is None:
