@@ -18,7 +18,8 @@ def postgresql_only(sql: str, reverse_sql: str, **tables: str) -> migrations.Run
                 name: apps.get_model(*label.split(".", 1))._meta.db_table
                 for name, label in tables.items()
             }
-            schema_editor.execute(text.format(**names))
+            # No parameters: the text goes as written (PL/pgSQL uses % of its own).
+            schema_editor.execute(text.format(**names), params=None)
 
         return apply
 

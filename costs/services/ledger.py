@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import orjson
 from django.db import connection, models
@@ -76,8 +76,31 @@ def ledger_values_params(rows: list[LedgerRow]) -> list[object]:
 @functools.cache
 def ledger_insert_one_sql() -> str:
     """One row (``ledger_values_params``), returning what its rollup is made
-    of (``LEDGER_RETURNING``), as the body of a CTE of a larger statement."""
-    return _insert_from(f"VALUES {_one_row()}", returning=["id", *LEDGER_RETURNING])
+    of (``LEDGER_RETURNING``), as the body of a CTE of a larger statement.
+
+    The row's organization, profile and key are locked FOR KEY SHARE before
+    the row is written, so before the rollup and counters the statement goes
+    on to lock: the ledger's trigger locks them only when the whole statement
+    ends, and whoever deletes one of them (and its rollups, budgets and
+    counters) locks it first (``parents_lock``). Kept short: the statement
+    must stay within the driver's parsed-statement cache."""
+    # Only the columns the locks read get a name (c<position>).
+    names = ",".join(f"c{i}" for i in range(max(i for i, _ in _LOCKED_FIRST) + 1))
+    locks = " AND ".join(
+        f"0<=(SELECT count(*)FROM(SELECT FROM {table} WHERE id=v.c{i} FOR KEY SHARE)l)"  # noqa: S608
+        for i, table in _LOCKED_FIRST
+    )
+    source = f"SELECT*FROM(VALUES{_one_row()})v({names})WHERE {locks}"  # noqa: S608 - our names
+    return _insert_from(source, returning=["id", *LEDGER_RETURNING])
+
+
+# The parents whose deletion takes rollups, budgets or counters with it, with
+# the places of their columns among the ledger's.
+_LOCKED_FIRST = [
+    (i, cast("type[models.Model]", f.related_model)._meta.db_table)
+    for i, f in enumerate(_FIELDS)
+    if f.name in {"organization", "profile", "api_key"}
+]
 
 
 def ledger_rollup_row(row: LedgerRow) -> RollupRow:
@@ -99,7 +122,12 @@ def _insert_values_sql(count: int) -> str:
 
 
 def _one_row() -> str:
-    return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in _FIELDS) + ")"
+    return "(" + ", ".join(f"%s::{_type(f)}" for f in _FIELDS) + ")"
+
+
+def _type(field: models.Field) -> str:
+    # The short name: the one-event statement must fit the parsed-statement cache.
+    return str(field.db_type(connection)).replace("timestamp with time zone", "timestamptz")
 
 
 @functools.cache
@@ -107,10 +135,10 @@ def _insert_sql() -> str:
     varying = [f for f in _FIELDS if f.attname not in SHARED_COLUMNS]
     # The shared values first: their placeholders come first in the text.
     select = ", ".join(
-        f"%s::{f.db_type(connection)}" if f.attname in SHARED_COLUMNS else f"u.c{varying.index(f)}"
+        f"%s::{_type(f)}" if f.attname in SHARED_COLUMNS else f"u.c{varying.index(f)}"
         for f in _FIELDS
     )
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in varying)
+    arrays = ", ".join(f"%s::{_type(f)}[]" for f in varying)
     names = ", ".join(f"c{i}" for i in range(len(varying)))
     return _insert_from(f"SELECT {select} FROM unnest({arrays}) AS u({names})")  # noqa: S608
 
@@ -121,4 +149,19 @@ def _insert_from(source: str, returning: Sequence[str] = ("id",)) -> str:
     return (
         f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) {source} "  # noqa: S608 - our names
         f"ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING {', '.join(returning)}"
+    )
+
+
+def parents_lock(model: type[models.Model], ids: Iterable[object]) -> None:
+    """In the caller's transaction, lock these rows of a ledger parent's table
+    FOR UPDATE, in id order: the first lock of their deletion. A ledger write
+    locks the parents it names (FOR KEY SHARE) before its rollups and counters,
+    so a deletion locking them after its own work on rollups and counters (as
+    Django deletes children before parents) could wait on a write that waits
+    on it."""
+    list(
+        model._base_manager.select_for_update()
+        .filter(pk__in=sorted(ids, key=str))
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
