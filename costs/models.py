@@ -39,7 +39,10 @@ class AIModel(BaseModel):
 
     catalog_global = True
 
-    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    # No index of its own: the unique (provider, slug) begins with it.
+    provider = models.ForeignKey(
+        Provider, on_delete=models.CASCADE, related_name="models", db_index=False
+    )
     slug = models.CharField(max_length=200)
     name = models.CharField(max_length=200, blank=True)
     aliases = models.JSONField(default=list, blank=True)
@@ -66,7 +69,10 @@ class Price(BaseModel):
     tenant. Rows are never edited once an event used them: a change is a new row."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="prices")
+    # No index of its own: the (model, organization, effective_from) index begins with it.
+    model = models.ForeignKey(
+        AIModel, on_delete=models.CASCADE, related_name="prices", db_index=False
+    )
     organization = models.ForeignKey(
         Organization,
         on_delete=models.CASCADE,
@@ -236,7 +242,10 @@ class DailyUsage(models.Model):
     and operation, kept current in the ingestion transaction, so dashboards never
     scan the ledger."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the (organization, day) index begins with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     day = models.DateField()
     profile = models.ForeignKey(
         Profile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -96,8 +96,12 @@ class Membership(BaseModel):
 
     MANAGING_ROLES = (Role.OWNER, Role.ADMIN)
 
+    # No index of its own: the unique (user, organization) begins with it.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        db_index=False,
     )
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="memberships"
@@ -117,8 +121,9 @@ class Profile(BaseModel):
     """A spender inside a tenant: an end user, workspace or project of the client app."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: the unique (organization, external_id) begins with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="profiles"
+        Organization, on_delete=models.CASCADE, related_name="profiles", db_index=False
     )
     external_id = models.CharField(max_length=255)
     display_name = models.CharField(max_length=255, blank=True)

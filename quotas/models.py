@@ -138,7 +138,10 @@ class BudgetPeriod(models.Model):
     """The counters of one budget over one period. A new period is a new row,
     computed from the clock: nothing ever zeroes a counter."""
 
-    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
+    # No index of its own: the unique (budget, start) serves every lookup by budget.
+    budget = models.ForeignKey(
+        Budget, on_delete=models.CASCADE, related_name="periods", db_index=False
+    )
     start = models.DateTimeField()
     end = models.DateTimeField()
     spent = models.DecimalField(**COUNTER, default=0)
@@ -232,7 +235,10 @@ class Alert(models.Model):
         CRITICAL = "critical", "Critical"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    # No index of its own: the (organization, created_at) index begins with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="alerts", db_index=False
+    )
     budget = models.ForeignKey(
         Budget, on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
     )
@@ -290,7 +296,10 @@ class Delivery(models.Model):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed (gave up)"
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: the unique (alert, channel, target) begins with it.
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     channel = models.CharField(max_length=10, choices=Channel.choices)
     target = models.CharField(max_length=500)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
