@@ -15,7 +15,3 @@ class CostsConfig(AppConfig):
         from quotas.spend import register_spend_source
 
         register_spend_source(ledger_spend, ledger_spend_many)
-
-        from costs import signals
-
-        signals.connect()

@@ -142,10 +142,10 @@ class UsageEvent(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # The five references to parents are not foreign key constraints: on
-    # PostgreSQL a trigger checks them once per statement, not once per row
-    # (costs/migrations/0004), and refuses a parent's deletion while a row
-    # names it, as the constraints did. SQLite, the quickstart's database,
-    # does not check them.
+    # PostgreSQL triggers gather them once per statement, not once per row,
+    # and check and lock them at commit, as the deferred constraints did; a
+    # parent's deletion is refused while a row names it (costs/migrations/0004).
+    # SQLite, the quickstart's database, does not check them.
     # No index of its own: the unique (organization, idempotency_key) and the
     # (organization, occurred_at) indexes serve every lookup by organization.
     organization = models.ForeignKey(

@@ -1,21 +1,27 @@
-"""The ledger's references to its parents, checked once per statement.
+"""The ledger's references to its parents, checked once per statement and
+locked at commit.
 
 A foreign key checks each inserted row on its own: five lookups (organization,
 profile, key, model, price) per ledger row, a third of the database's work in a
 1,000-event batch that names one organization, one key and a handful of the
-rest. Here one statement-level trigger takes the distinct parents the
-statement's rows name, locks them FOR KEY SHARE (as a foreign key check does,
-in id order) and refuses the statement with a foreign_key_violation naming the
-first missing one, in PostgreSQL's own words (``profile_vanished`` reads them).
-On the parent's side, a deferred constraint trigger per parent table refuses
-to delete (or re-key) a row the ledger still names, at commit, as the foreign
-keys' NO ACTION did. What the constraints gave, the triggers give: no ledger
-row names a parent that is not there.
+rest. Instead:
 
-The difference: the rows' parents are locked when the statement that writes
-them ends, not at commit, so whoever deletes a parent locks it first (see
-``costs.signals`` and ``profiles_delete``), and the one-statement event locks
-its parents before its rollup and counters (``ledger_insert_one_sql``).
+- after each INSERT or UPDATE statement on the ledger, a statement-level
+  trigger puts the distinct parents the statement's rows name (for an UPDATE,
+  those a row changed to) in one row of a temporary table of the session,
+  created on first use, ``ledger_parents_due`` (ON COMMIT DELETE ROWS);
+- at commit, a deferred constraint trigger on that row locks those parents
+  FOR KEY SHARE, in id order, and refuses the transaction with a
+  foreign_key_violation naming the first missing one, in PostgreSQL's own
+  words (``profile_vanished`` reads them): when and how the deferred foreign
+  keys locked them, so every lock is taken in the order it was before;
+- on each parent table a deferred constraint trigger refuses, at commit, to
+  delete (or re-key) a row the ledger still names, as NO ACTION did, and a
+  statement trigger refuses a TRUNCATE that leaves ledger rows naming it.
+
+The parent side reads the ledger with a snapshot taken at commit, which only
+READ COMMITTED gives a trigger: deleting a parent in a REPEATABLE READ or
+SERIALIZABLE transaction is refused (serialization_failure).
 """
 
 from django.db import migrations, models
@@ -23,60 +29,92 @@ import django.db.models.deletion
 
 from config.migration_sql import postgresql_only
 
-# (ledger column, parent model) in the order the parents are locked.
+# (ledger column, parent model, its id's type) in the order the parents are locked.
 PARENTS = [
-    ("organization_id", "org"),
-    ("profile_id", "profile"),
-    ("api_key_id", "api_key"),
-    ("ai_model_id", "ai_model"),
-    ("price_id", "price"),
+    ("organization_id", "org", "uuid"),
+    ("profile_id", "profile", "uuid"),
+    ("api_key_id", "api_key", "uuid"),
+    ("ai_model_id", "ai_model", "bigint"),
+    ("price_id", "price", "uuid"),
 ]
 
 
+def _due(changed: bool) -> str:
+    """The INSERT of the statement's parents into ledger_parents_due: for an
+    UPDATE (``changed``), only the references a row changed; none when there
+    are none."""
+    if changed:
+        source = "new_rows n JOIN old_rows o USING (id)"
+        kept = "n.{c} IS DISTINCT FROM o.{c} AND n.{c} IS NOT NULL"
+    else:
+        source = "new_rows n"
+        kept = "n.{c} IS NOT NULL"
+    picks = ", ".join(
+        f"array_agg(DISTINCT n.{c}) FILTER (WHERE {kept.format(c=c)}) AS c{i}"
+        for i, (c, _, _) in enumerate(PARENTS)
+    )
+    names = ", ".join(f"c{i}" for i in range(len(PARENTS)))
+    return (
+        f"INSERT INTO pg_temp.ledger_parents_due SELECT * FROM (SELECT {picks} FROM {source}) a "
+        f"WHERE num_nonnulls({names}) > 0"
+    )
+
+
 def _child_sql() -> str:
-    ctes = []
-    missing = []
-    for i, (column, table) in enumerate(PARENTS):
-        ctes.append(
-            f"w{i} AS (SELECT DISTINCT {column} AS id FROM new_rows WHERE {column} IS NOT NULL), "
-            f"l{i} AS (SELECT t.id FROM {{{table}}} t JOIN w{i} USING (id) "
-            f"ORDER BY t.id FOR KEY SHARE OF t)"
-        )
-        missing.append(
-            f"SELECT '{column}' AS col, w{i}.id::text AS val, '{{{table}}}' AS tab "
-            f"FROM w{i} WHERE w{i}.id NOT IN (SELECT id FROM l{i})"
-        )
+    columns = ", ".join(f"{c} {t}[]" for c, _, t in PARENTS)
+    checks = "\n".join(
+        f"""
+    SELECT count(*) INTO locked FROM (
+        SELECT FROM {{{table}}} t WHERE t.id = ANY(NEW.{column}) ORDER BY t.id FOR KEY SHARE
+    ) l;
+    IF locked < coalesce(cardinality(NEW.{column}), 0) THEN
+        -- Missing, and still named: a row may have let go of it since (a
+        -- profile's deletion sets its rows' profile to NULL first).
+        SELECT w INTO missing FROM unnest(NEW.{column}) w
+            WHERE NOT EXISTS (SELECT FROM {{{table}}} t WHERE t.id = w)
+              AND EXISTS (SELECT FROM {{usage}} u WHERE u.{column} = w) LIMIT 1;
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION
+            'insert or update on table "{{usage}}" violates foreign key constraint "usage_{column}_parent"'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key ({column})=(%s) is not present in table "{{{table}}}".', missing),
+                  TABLE = '{{usage}}',
+                  COLUMN = '{column}',
+                  CONSTRAINT = 'usage_{column}_parent';
+    END IF;"""
+        for column, table, _ in PARENTS
+    )
     return f"""
+CREATE FUNCTION usage_parents_due() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('pg_temp.ledger_parents_due') IS NULL THEN
+        CREATE TEMP TABLE ledger_parents_due ({columns}) ON COMMIT DELETE ROWS;
+        CREATE CONSTRAINT TRIGGER usage_parents_check AFTER INSERT ON pg_temp.ledger_parents_due
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION usage_parents_check();
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        {_due(changed=False)};
+    ELSE
+        {_due(changed=True)};
+    END IF;
+    RETURN NULL;
+END $$;
+
 CREATE FUNCTION usage_parents_check() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    bad record;
-BEGIN
-    -- The distinct parents the statement's rows name, each locked FOR KEY
-    -- SHARE (a branch runs whole unless an earlier one found a missing row).
-    WITH {", ".join(ctes)}
-    SELECT m.col, m.val, m.tab INTO bad FROM (
-        {" UNION ALL ".join(missing)}
-    ) m LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION
-            'insert or update on table "{{usage}}" violates foreign key constraint "usage_%_parent"',
-            bad.col
-            USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('Key (%s)=(%s) is not present in table "%s".',
-                                  bad.col, bad.val, bad.tab),
-                  TABLE = '{{usage}}',
-                  COLUMN = bad.col,
-                  CONSTRAINT = 'usage_' || bad.col || '_parent';
-    END IF;
+    locked bigint;
+    missing text;
+BEGIN{checks}
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER usage_parents_inserted AFTER INSERT ON {{usage}}
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION usage_parents_check();
+    FOR EACH STATEMENT EXECUTE FUNCTION usage_parents_due();
 CREATE TRIGGER usage_parents_updated AFTER UPDATE ON {{usage}}
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION usage_parents_check();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION usage_parents_due();
 """
 
 
@@ -87,6 +125,11 @@ DECLARE
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
         RETURN NULL;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'delete from "%" in a READ COMMITTED transaction', TG_TABLE_NAME
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'Whether the ledger still names the row is read at commit.';
     END IF;
     -- At commit, with a snapshot taken now: a writer that locked this row
     -- (FOR KEY SHARE) before it was deleted has committed by now.
@@ -103,22 +146,46 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+
+CREATE FUNCTION usage_parent_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    named boolean;
+BEGIN
+    -- After the TRUNCATE: one that emptied the ledger too is fine.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM {usage} WHERE %I IS NOT NULL)', TG_ARGV[0])
+        INTO named;
+    IF named THEN
+        RAISE EXCEPTION 'cannot truncate a table referenced in a foreign key constraint'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Table "{usage}" references "%s".', TG_TABLE_NAME),
+                  HINT = 'Truncate table "{usage}" at the same time.';
+    END IF;
+    RETURN NULL;
+END $$;
 """ + "".join(
     f"""
 CREATE CONSTRAINT TRIGGER usage_parent_gone AFTER DELETE OR UPDATE OF id ON {{{table}}}
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION usage_parent_gone('{column}');
+CREATE TRIGGER usage_parent_truncated AFTER TRUNCATE ON {{{table}}}
+    FOR EACH STATEMENT EXECUTE FUNCTION usage_parent_truncated('{column}');
 """
-    for column, table in PARENTS
+    for column, table, _ in PARENTS
 )
 
 UNDO = (
-    "".join(f"DROP TRIGGER IF EXISTS usage_parent_gone ON {{{table}}};\n" for _, table in PARENTS)
+    "".join(
+        f"DROP TRIGGER IF EXISTS usage_parent_gone ON {{{table}}};\n"
+        f"DROP TRIGGER IF EXISTS usage_parent_truncated ON {{{table}}};\n"
+        for _, table, _ in PARENTS
+    )
     + """
 DROP FUNCTION IF EXISTS usage_parent_gone();
+DROP FUNCTION IF EXISTS usage_parent_truncated();
 DROP TRIGGER IF EXISTS usage_parents_inserted ON {usage};
 DROP TRIGGER IF EXISTS usage_parents_updated ON {usage};
-DROP FUNCTION IF EXISTS usage_parents_check();
+DROP FUNCTION IF EXISTS usage_parents_due();
+DROP FUNCTION IF EXISTS usage_parents_check() CASCADE;
 """
 )
 

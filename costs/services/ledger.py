@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from django.db import connection, models
@@ -76,31 +76,8 @@ def ledger_values_params(rows: list[LedgerRow]) -> list[object]:
 @functools.cache
 def ledger_insert_one_sql() -> str:
     """One row (``ledger_values_params``), returning what its rollup is made
-    of (``LEDGER_RETURNING``), as the body of a CTE of a larger statement.
-
-    The row's organization, profile and key are locked FOR KEY SHARE before
-    the row is written, so before the rollup and counters the statement goes
-    on to lock: the ledger's trigger locks them only when the whole statement
-    ends, and whoever deletes one of them (and its rollups, budgets and
-    counters) locks it first (``parents_lock``). Kept short: the statement
-    must stay within the driver's parsed-statement cache."""
-    # Only the columns the locks read get a name (c<position>).
-    names = ",".join(f"c{i}" for i in range(max(i for i, _ in _LOCKED_FIRST) + 1))
-    locks = " AND ".join(
-        f"0<=(SELECT count(*)FROM(SELECT FROM {table} WHERE id=v.c{i} FOR KEY SHARE)l)"  # noqa: S608
-        for i, table in _LOCKED_FIRST
-    )
-    source = f"SELECT*FROM(VALUES{_one_row()})v({names})WHERE {locks}"  # noqa: S608 - our names
-    return _insert_from(source, returning=["id", *LEDGER_RETURNING])
-
-
-# The parents whose deletion takes rollups, budgets or counters with it, with
-# the places of their columns among the ledger's.
-_LOCKED_FIRST = [
-    (i, cast("type[models.Model]", f.related_model)._meta.db_table)
-    for i, f in enumerate(_FIELDS)
-    if f.name in {"organization", "profile", "api_key"}
-]
+    of (``LEDGER_RETURNING``), as the body of a CTE of a larger statement."""
+    return _insert_from(f"VALUES {_one_row()}", returning=["id", *LEDGER_RETURNING])
 
 
 def ledger_rollup_row(row: LedgerRow) -> RollupRow:
@@ -149,19 +126,4 @@ def _insert_from(source: str, returning: Sequence[str] = ("id",)) -> str:
     return (
         f"INSERT INTO {UsageEvent._meta.db_table} ({columns}) {source} "  # noqa: S608 - our names
         f"ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING {', '.join(returning)}"
-    )
-
-
-def parents_lock(model: type[models.Model], ids: Iterable[object]) -> None:
-    """In the caller's transaction, lock these rows of a ledger parent's table
-    FOR UPDATE, in id order: the first lock of their deletion. A ledger write
-    locks the parents it names (FOR KEY SHARE) before its rollups and counters,
-    so a deletion locking them after its own work on rollups and counters (as
-    Django deletes children before parents) could wait on a write that waits
-    on it."""
-    list(
-        model._base_manager.select_for_update()
-        .filter(pk__in=sorted(ids, key=str))
-        .order_by("pk")
-        .values_list("pk", flat=True)
     )

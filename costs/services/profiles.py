@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from costs.models import UsageEvent
-from costs.services.ledger import parents_lock
 from costs.services.rollups import rollup_fold_profiles
 from profiles.models import Profile
 from profiles.services import organizations_lock
@@ -22,11 +21,10 @@ def profiles_delete(*, profiles: Iterable[Profile]) -> int:
     ids = [p.pk for p in profiles]
     with transaction.atomic():
         # The organizations first, as every change to their setup (budgets of
-        # these profiles go too); then the profiles, then ledger, rollups and
-        # counters: the order ingestion locks them in (its ledger rows lock
-        # their profile, FOR KEY SHARE, before its rollups and counters).
+        # these profiles go too); then ledger, rollups, and the profiles: the
+        # order ingestion and reprice lock them in (the profile last, by the
+        # ledger's foreign key at commit).
         organizations_lock({p.organization_id for p in profiles})
-        parents_lock(Profile, ids)
         UsageEvent.objects.filter(profile_id__in=ids).update(profile=None)
         rollup_fold_profiles(profile_ids=ids)
         deleted = Profile.objects.filter(pk__in=ids).delete()[1]

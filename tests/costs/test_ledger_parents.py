@@ -1,8 +1,8 @@
 """The ledger's references to its parents (organization, profile, key, model,
-price), checked by statement rather than by foreign key constraint
-(costs/migrations/0004): no row may name a parent that is not there, whether
-the row or the parent goes first, and whoever deletes a parent locks it
-before what it takes with it, so nothing deadlocks with usage being recorded."""
+price), gathered once per statement and checked and locked at commit by
+triggers rather than by foreign key constraints (costs/migrations/0004): no
+row may name a parent that is not there, whether the row or the parent goes
+first."""
 
 from __future__ import annotations
 
@@ -10,22 +10,16 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, NotSupportedError, OperationalError, connection, transaction
 
 from costs.models import AIModel, Price, UsageEvent
 from costs.services import EventInput, usage_record
 from costs.services.ledger import LEDGER_COLUMNS, ledger_insert
-from costs.services.profiles import profiles_delete
-from profiles.models import ApiKey, Profile
+from profiles.models import Profile
 from profiles.services import profile_vanished
-from quotas.models import BudgetPeriod
-from quotas.services import budget_create
-from tests.costs.test_ingest import ledger_grouped, rollups_grouped
-from tests.quotas.helpers import InBackground, priced_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -166,7 +160,20 @@ def test_djangos_deletions_of_parents_still_work(catalog, tenant_a):
     assert not UsageEvent.objects.exists()
 
 
-# -- concurrently: no orphan either way, and no deadlock ----------------------------------
+def test_a_parent_let_go_of_before_commit_is_not_missing(catalog, tenant_a):
+    """What counts is what the rows name at commit: a row written naming a
+    profile, then set to none before the profile goes (as a profile's
+    deletion does), commits."""
+    row = _recorded(tenant_a)
+    doomed = Profile.objects.create(organization=tenant_a.org, external_id="doomed")
+    with transaction.atomic(), connection.cursor() as cursor:
+        UsageEvent.objects.create(**_copy(row, "late", profile_id=doomed.pk))
+        UsageEvent.objects.filter(profile_id=doomed.pk).update(profile=None)
+        cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [doomed.pk])
+    assert UsageEvent.objects.get(idempotency_key="late").profile_id is None
+
+
+# -- concurrently: no orphan either way ----------------------------------
 
 
 def _waiting_on_a_lock(fragment: str, timeout: float = 10) -> None:
@@ -216,7 +223,7 @@ def _started(work) -> tuple[threading.Thread, list[IntegrityError | None]]:
     return thread, outcome
 
 
-def test_a_parent_deleted_while_a_row_names_it_uncommitted_waits_and_is_refused(catalog, tenant_a):
+def test_a_parent_deleted_before_the_row_naming_it_commits_refuses_the_row(catalog, tenant_a):
     row = _recorded(tenant_a)
     doomed = Profile.objects.create(organization=tenant_a.org, external_id="doomed")
 
@@ -224,16 +231,15 @@ def test_a_parent_deleted_while_a_row_names_it_uncommitted_waits_and_is_refused(
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [doomed.pk])
 
-    with transaction.atomic():
+    with pytest.raises(IntegrityError) as refused, transaction.atomic():
         UsageEvent.objects.create(**_copy(row, "late", profile_id=doomed.pk))
-        deleter, outcome = _started(delete)
-        _waiting_on_a_lock("DELETE FROM profiles_profile")  # on the row's lock of it
-    deleter.join(30)
+        deleter, outcome = _started(delete)  # commits: nothing it can see names the profile
+        deleter.join(30)
+        assert outcome == [None]
 
-    assert len(outcome) == 1 and outcome[0] is not None, outcome
-    assert _fk_violation(outcome[0]).diag.constraint_name == "usage_profile_id_parent"
-    assert Profile.objects.filter(pk=doomed.pk).exists()
-    assert UsageEvent.objects.get(idempotency_key="late").profile_id == doomed.pk
+    assert profile_vanished(refused.value)
+    assert not UsageEvent.objects.filter(idempotency_key="late").exists()
+    assert _orphans() == 0
 
 
 def test_a_row_naming_a_parent_deleted_uncommitted_waits_and_is_refused(catalog, tenant_a):
@@ -247,7 +253,7 @@ def test_a_row_naming_a_parent_deleted_uncommitted_waits_and_is_refused(catalog,
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [doomed.pk])
         writer, outcome = _started(record)
-        _waiting_on_a_lock("INSERT INTO")
+        _waiting_on_a_lock("COMMIT")  # its check at commit, on the deleted row's lock
     writer.join(30)
 
     assert len(outcome) == 1 and profile_vanished(outcome[0]), outcome
@@ -255,70 +261,66 @@ def test_a_row_naming_a_parent_deleted_uncommitted_waits_and_is_refused(catalog,
     assert _orphans() == 0
 
 
-def test_a_single_event_and_its_profiles_deletion_do_not_deadlock(catalog, tenant_a, monkeypatch):
-    """The deletion locks the profile, then its rollups and counters; the
-    one-statement event locks the profile before its rollup and counters:
-    it waits for the deletion, finds the profile gone, and is recorded
-    again for a profile of that name, created anew. (Locked only when the
-    statement ended, the event held the rollup row the deletion folds.)"""
-    import costs.services.profiles as profiles_module
-
-    client = tenant_a.client()
-    body = {"provider": "openai", "model": "gpt-4o", "profile": "doomed",
-            "usage": {"input_tokens": 10, "output_tokens": 5}}  # fmt: skip
-    for i in range(2):  # the profile is known, its rollup row there
-        response = client.post("/api/v1/usage", {**body, "idempotency_key": f"w{i}"}, format="json")
-        assert response.status_code == 201
-    doomed = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
-    fold = profiles_module.rollup_fold_profiles
-    locked = threading.Event()
-
-    def fold_once_the_event_waits(**kwargs):
-        locked.set()
-        _waiting_on_a_lock("WITH ins AS")
-        return fold(**kwargs)
-
-    monkeypatch.setattr(profiles_module, "rollup_fold_profiles", fold_once_the_event_waits)
-    with InBackground(lambda: profiles_delete(profiles=[doomed])):
-        assert locked.wait(10)
-        response = client.post("/api/v1/usage", {**body, "idempotency_key": "late"}, format="json")
-
-    assert response.status_code == 201, response.content
-    anew = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
-    assert anew.pk != doomed.pk
-    assert UsageEvent.objects.get(idempotency_key="late").profile_id == anew.pk
-    assert rollups_grouped(tenant_a.org) == ledger_grouped(tenant_a.org)
+# -- what the statements leave for the commit ---------------------------------------------
 
 
-def test_a_key_deleted_in_the_middle_of_a_batch_does_not_deadlock_with_it(
-    catalog, tenant_a, monkeypatch
-):
-    """The batch's ledger rows lock their key; the key's deletion (Django's,
-    from the admin) takes the key's budgets and counters with it. Locking the
-    key first, it waits for the batch to commit; locking it last, as Django
-    deletes parents, it would hold the counters the batch is about to charge."""
-    import costs.services.ingest as ingest_module
+def _due() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM pg_temp.ledger_parents_due")
+        return cursor.fetchall()
 
-    budget = budget_create(org=tenant_a.org, name="Key spend", metric="cost",
-                           period="monthly", limit=Decimal("100"), api_key=tenant_a.key)  # fmt: skip
-    original = ingest_module.budget_charge_plan
-    deletion: list[InBackground] = []
 
-    def plan_then_let_the_deletion_in(*args, **kwargs):
-        # After the ledger INSERT, before the rollups and counters.
-        if not deletion:
-            key = ApiKey.objects.get(pk=tenant_a.key.pk)
-            deletion.append(InBackground(key.delete))
-            _waiting_on_a_lock('FROM "profiles_apikey"')  # the deletion's lock of the key
-        return original(*args, **kwargs)
+def test_each_statement_leaves_its_distinct_parents_for_the_commit_and_no_more(catalog, tenant_a):
+    row = _recorded(tenant_a)
+    other = Profile.objects.create(organization=tenant_a.org, external_id="other")
+    shared = {"organization_id": row.organization_id, "api_key_id": row.api_key_id,
+              "received_at": row.received_at}  # fmt: skip
+    with transaction.atomic():
+        ledger_insert(
+            [_copy(row, f"b{i}", profile_id=[row.profile_id, other.pk][i % 2]) for i in range(40)],
+            shared,
+        )
+        [due] = _due()
+        assert due[0] == [row.organization_id]
+        assert sorted(due[1], key=str) == sorted([row.profile_id, other.pk], key=str)
+        assert (due[2], due[3], due[4]) == ([row.api_key_id], [row.ai_model_id], [row.price_id])
+        # An update gathers only what it changed to; one changing no reference, nothing.
+        UsageEvent.objects.filter(idempotency_key__startswith="b").update(tags={"x": "y"})
+        assert len(_due()) == 1
+        UsageEvent.objects.filter(idempotency_key="b1").update(profile_id=row.profile_id)
+        assert _due()[1] == (None, [row.profile_id], None, None, None)
+    assert _due() == []  # ON COMMIT DELETE ROWS
 
-    monkeypatch.setattr(ingest_module, "budget_charge_plan", plan_then_let_the_deletion_in)
-    now = datetime.now(UTC)
-    events = [priced_call(f"k{i}", "0.10", occurred_at=now) for i in range(5)]
-    results = usage_record(org=tenant_a.org, events=events, api_key=tenant_a.key)
-    deletion[0].join(timeout=30)  # fails with the deletion's error (a deadlock), if any
 
-    assert [r.status for r in results] == [201] * 5
-    assert not ApiKey.objects.filter(pk=tenant_a.key.pk).exists()
-    assert not BudgetPeriod.objects.filter(budget_id=budget.pk).exists()
-    assert UsageEvent.objects.filter(api_key__isnull=True).count() == 5
+def test_the_gathering_table_is_made_again_when_the_session_drops_it(catalog, tenant_a):
+    row = _recorded(tenant_a)
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD TEMP")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageEvent.objects.create(**_copy(row, "orphan", price_id=uuid.uuid4()))
+    with transaction.atomic():
+        UsageEvent.objects.create(**_copy(row, "fine"))
+    assert UsageEvent.objects.filter(idempotency_key="fine").exists()
+
+
+def test_a_parent_is_deleted_only_in_read_committed(catalog, tenant_a):
+    """Whether the ledger still names it is read at commit with a fresh
+    snapshot, which only READ COMMITTED gives."""
+    price = Price.objects.create(model=AIModel.objects.first(), effective_from=AT,
+                                 organization=tenant_a.org)  # fmt: skip
+    with pytest.raises(OperationalError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("DELETE FROM costs_price WHERE id = %s", [price.pk])
+    assert Price.objects.filter(pk=price.pk).exists()
+    Price.objects.filter(pk=price.pk).delete()
+    assert not Price.objects.filter(pk=price.pk).exists()
+
+
+def test_a_parent_table_still_named_cannot_be_truncated(catalog, tenant_a):
+    _recorded(tenant_a)
+    with pytest.raises(NotSupportedError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE costs_price")
+    assert Price.objects.exists()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE costs_usageevent, costs_price")  # the ledger with it: fine
+    assert not Price.objects.exists()

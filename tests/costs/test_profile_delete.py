@@ -184,12 +184,11 @@ def test_a_profile_deleted_in_the_middle_of_a_batch_does_not_deadlock_with_it(
     tenant_a, monkeypatch
 ):
     """A deletion starting after a batch wrote its ledger rows, and before it
-    wrote their rollups. The batch's rows locked their profile (FOR KEY SHARE)
-    when they were written, before its rollups and counters; the deletion
-    locks the profile first, then its rollups and counters, in the same
-    order: it waits for the batch, neither deadlocks, and nothing is lost.
-    (Locking the profile last, as Django deletes parents, it held the rollups
-    the batch was about to write, and the two deadlocked.)"""
+    wrote their rollups: it locks the profile's rollups and counters, and the
+    profile last. The batch takes its lock on the profile (the ledger's
+    foreign key) at COMMIT, after its rollups and counters, in the same order:
+    one waits for the other, neither deadlocks, and nothing is lost. (Checked
+    at the INSERT, the key took the profile first, and the two deadlocked.)"""
     import time
 
     import costs.services.ingest as ingest_module
