@@ -20,8 +20,15 @@ rest. Instead:
   statement trigger refuses a TRUNCATE that leaves ledger rows naming it.
 
 The parent side reads the ledger with a snapshot taken at commit, which only
-READ COMMITTED gives a trigger: deleting a parent in a REPEATABLE READ or
-SERIALIZABLE transaction is refused (serialization_failure).
+READ COMMITTED gives a trigger: deleting or truncating a parent in a
+REPEATABLE READ or SERIALIZABLE transaction is refused (serialization_failure).
+
+What differs from the foreign keys: a transaction that writes the ledger uses
+a temporary table, so it cannot PREPARE TRANSACTION (two-phase commit); the
+writing role needs the TEMPORARY privilege and UPDATE on the parent tables
+(FOR KEY SHARE), where a foreign key's check ran as the tables' owner; an
+UPDATE of the ledger keeps its old and new rows until the statement ends,
+whether or not it changes a reference.
 """
 
 from django.db import migrations, models
@@ -44,7 +51,7 @@ def _due(changed: bool) -> str:
     UPDATE (``changed``), only the references a row changed; none when there
     are none."""
     if changed:
-        source = "new_rows n JOIN old_rows o USING (id)"
+        source = "new_rows n LEFT JOIN old_rows o USING (id)"  # a new id: all changed
         kept = "n.{c} IS DISTINCT FROM o.{c} AND n.{c} IS NOT NULL"
     else:
         source = "new_rows n"
@@ -88,8 +95,12 @@ def _child_sql() -> str:
     return f"""
 CREATE FUNCTION usage_parents_due() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF to_regclass('pg_temp.ledger_parents_due') IS NULL THEN
-        CREATE TEMP TABLE ledger_parents_due ({columns}) ON COMMIT DELETE ROWS;
+    -- The table and its check, made on the session's first write; the check
+    -- again if it went (dropping usage_parents_check() drops it in every session).
+    IF NOT EXISTS (SELECT FROM pg_trigger
+                   WHERE tgrelid = to_regclass('pg_temp.ledger_parents_due')
+                     AND tgname = 'usage_parents_check') THEN
+        CREATE TEMP TABLE IF NOT EXISTS ledger_parents_due ({columns}) ON COMMIT DELETE ROWS;
         CREATE CONSTRAINT TRIGGER usage_parents_check AFTER INSERT ON pg_temp.ledger_parents_due
             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION usage_parents_check();
     END IF;
@@ -151,6 +162,11 @@ CREATE FUNCTION usage_parent_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     named boolean;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'truncate "%" in a READ COMMITTED transaction', TG_TABLE_NAME
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'Whether the ledger still names its rows is read after it.';
+    END IF;
     -- After the TRUNCATE: one that emptied the ledger too is fine.
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM {usage} WHERE %I IS NOT NULL)', TG_ARGV[0])
         INTO named;

@@ -321,6 +321,32 @@ def test_a_parent_table_still_named_cannot_be_truncated(catalog, tenant_a):
     with pytest.raises(NotSupportedError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE costs_price")
     assert Price.objects.exists()
+    with (
+        pytest.raises(OperationalError),  # outside READ COMMITTED: refused
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("TRUNCATE costs_usageevent, costs_price")
+    assert Price.objects.exists()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE costs_usageevent, costs_price")  # the ledger with it: fine
     assert not Price.objects.exists()
+
+
+def test_a_session_whose_check_went_gets_it_again(catalog, tenant_a):
+    """Dropping the check's function (a migration undone and done again)
+    drops the check on every session's table; the next write makes it again."""
+    row = _recorded(tenant_a)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER usage_parents_check ON pg_temp.ledger_parents_due")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageEvent.objects.create(**_copy(row, "orphan", price_id=uuid.uuid4()))
+    assert not UsageEvent.objects.filter(idempotency_key="orphan").exists()
+
+
+def test_an_update_giving_a_row_a_new_id_is_checked_too(catalog, tenant_a):
+    row = _recorded(tenant_a)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageEvent.objects.filter(pk=row.pk).update(id=uuid.uuid4(), profile_id=uuid.uuid4())
+    assert UsageEvent.objects.get(pk=row.pk).profile_id == row.profile_id
