@@ -141,35 +141,16 @@ class UsageEvent(models.Model):
     per organization; ``request_hash`` tells a replay from a conflicting reuse."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # The five references to parents are not foreign key constraints: on
-    # PostgreSQL triggers gather them once per statement, not once per row,
-    # and check and lock them at commit, as the deferred constraints did; a
-    # parent's deletion is refused while a row names it (costs/migrations/0004).
-    # SQLite, the quickstart's database, does not check them.
     # No index of its own: the unique (organization, idempotency_key) and the
     # (organization, occurred_at) indexes serve every lookup by organization.
     organization = models.ForeignKey(
-        Organization,
-        on_delete=models.CASCADE,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     profile = models.ForeignKey(
-        Profile,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
+        Profile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     api_key = models.ForeignKey(
-        ApiKey,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     idempotency_key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
@@ -179,12 +160,7 @@ class UsageEvent(models.Model):
     )
     model_requested = models.CharField(max_length=200, help_text="The model name as sent")
     ai_model = models.ForeignKey(
-        AIModel,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
+        AIModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     operation = models.CharField(max_length=100, default="default")
     locals().update(_meter_fields())
@@ -193,12 +169,7 @@ class UsageEvent(models.Model):
     client_cost = models.DecimalField(**MONEY, null=True, blank=True)
     revenue = models.DecimalField(**MONEY, null=True, blank=True)
     price = models.ForeignKey(
-        Price,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
+        Price, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     priced = models.BooleanField(default=True)
     reservation_id = models.UUIDField(null=True, blank=True)

@@ -5,10 +5,10 @@ charges (three budgets), from a few concurrent clients -> events/s.
 Baseline in the same run: the same rows (same columns, read back from the
 ledger) inserted by plain multi-row INSERTs with psycopg into a scratch copy of
 the ledger table (``LIKE costs_usageevent INCLUDING ALL``: same indexes, checks
-and defaults, no check of the rows' parents, empty), from the same number of threads, 1,000
+and defaults, no foreign keys, empty), from the same number of threads, 1,000
 rows per statement and transaction -> rows/s. A second figure inserts them
-(under new ids and keys) into ``costs_usageevent`` itself, with the check of
-its rows' parents (a trigger per statement) and its current size: the difference between the two is the table's own cost,
+(under new ids and keys) into ``costs_usageevent`` itself, with its foreign keys
+and its current size: the difference between the two is the table's own cost,
 between that one and the ingest figure the application's.
 
 The run is split into rounds (ingest a share of the events, then the baseline
@@ -240,8 +240,8 @@ def _baseline_insert(org_id, run: str, clients: int, size: int) -> tuple[float, 
     finally:
         with pg_connect(autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {scratch}")
-    # The same rows again into the real ledger (its size, indexes and parents'
-    # check) under new ids and keys; they go with the run's tenant at the end.
+    # The same rows again into the real ledger (its size, indexes and foreign
+    # keys) under new ids and keys; they go with the run's tenant at the end.
     id_at, key_at = columns.index("id"), columns.index("idempotency_key")
     again = []
     for row in rows:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('costs', '0004_usage_parents_by_statement'),
+        ('costs', '0003_price_setup_version'),
         ('profiles', '0004_fk_index_redundant'),
     ]
 
