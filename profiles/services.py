@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, read
@@ -392,10 +392,26 @@ def profiles_named_read(*, org: Organization, names: Iterable[str]) -> Read[dict
 def profile_vanished(exc: BaseException | None) -> bool:
     """Was ``exc`` (or what caused it) a row refused for referring to a
     profile that is not there (deleted after it was looked up)?"""
+    return _vanished(exc, Profile, "profile_id")
+
+
+def credentials_vanished(exc: BaseException | None) -> bool:
+    """Was ``exc`` (or what caused it) a row refused for referring to an API
+    key or an organization that is not there: deleted while the request it
+    authenticated was being served?"""
+    return _vanished(exc, ApiKey, "api_key_id") or _vanished(exc, Organization, "organization_id")
+
+
+class CredentialsVanished(Exception):
+    """The request's key or organization was deleted while it was served:
+    nothing it wrote stays, and the key no longer authenticates."""
+
+
+def _vanished(exc: BaseException | None, model: type[models.Model], column: str) -> bool:
     while exc is not None:
         if isinstance(exc, psycopg.errors.ForeignKeyViolation):
             detail = exc.diag.message_detail or ""
-            return "(profile_id)" in detail and f'"{Profile._meta.db_table}"' in detail
+            return f"({column})" in detail and f'"{model._meta.db_table}"' in detail
         exc = exc.__cause__
     return False
 

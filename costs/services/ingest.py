@@ -53,7 +53,12 @@ from costs.services.usage_budgets import (
     usage_charge,
 )
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profile_vanished, profiles_named
+from profiles.services import (
+    CredentialsVanished,
+    credentials_vanished,
+    profile_vanished,
+    profiles_named,
+)
 from quotas.services import (
     BudgetState,
     Dimensions,
@@ -195,10 +200,14 @@ def usage_record(
     was looked up and before the events' rows commit: their foreign key
     refuses them and nothing is written. Outside a caller's transaction the
     events are then recorded once more, looking the profile up again: a
-    profile named by a write and not found is created, as for a new name."""
+    profile named by a write and not found is created, as for a new name.
+    The key (or its organization) deleted meanwhile refuses them the same
+    way: ``CredentialsVanished``, with nothing written."""
     try:
         return _usage_record(org, events, api_key, org_fresh)
     except IntegrityError as exc:
+        if credentials_vanished(exc):
+            raise CredentialsVanished(str(exc)) from exc
         if connection.in_atomic_block or not profile_vanished(exc):
             raise
         logger.info("a profile named by usage for %s was deleted meanwhile; again", org.slug)

@@ -1,4 +1,4 @@
-"""Deleting a profile while its usage is being recorded: the rollups still
+"""Deleting a profile (or a key) while its usage is being recorded: the rollups still
 equal the ledger, and nothing deadlocks."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from costs.models import UsageEvent
 from costs.services import EventInput, usage_record
 from costs.services.profiles import profiles_delete
-from profiles.models import Profile
+from profiles.models import ApiKey, Profile
 from tests.costs.test_ingest import ledger_grouped, rollups_grouped
 from tests.quotas.helpers import (
     InBackground,
@@ -101,6 +101,42 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
     late = UsageEvent.objects.filter(idempotency_key__startswith="late")
     assert late.count() == (1 if path == "single" else 9)
     assert set(late.values_list("profile_id", flat=True)) == {again.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_key_deleted_while_its_usage_is_recorded_answers_401_and_writes_nothing(
+    catalog, tenant_a, monkeypatch, path
+):
+    """The key authenticated the request, then an admin deleted it before the
+    rows were written: their foreign key refuses them at commit, and the
+    client hears that its key is gone (401), not a server error."""
+    import costs.services.ingest as ingest_module
+
+    client = tenant_a.client()
+    assert _post_event(client, "warm", "p1").status_code == 201
+    write = "_record_one" if path == "single" else "ledger_insert"
+    original = getattr(ingest_module, write)
+
+    def delete_first(*args, **kwargs):
+        errors = run_threads(1, lambda _: ApiKey.objects.filter(pk=tenant_a.key.pk).delete())
+        assert not errors, errors
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, write, delete_first)
+    if path == "single":
+        response = _post_event(client, "late", "p1")
+    else:
+        response = client.post(
+            "/api/v1/usage/batch",
+            {"events": [_event_body(f"late-{i}", "p1") for i in range(9)]},
+            format="json",
+        )
+    assert response.status_code == 401, response.content
+    assert response.json()["error"] == "unauthenticated"
+    assert not ApiKey.objects.filter(pk=tenant_a.key.pk).exists()
+    assert not UsageEvent.objects.filter(idempotency_key__startswith="late").exists()
+    assert UsageEvent.objects.filter(idempotency_key="warm").get().api_key_id is None
 
 
 @pytest.mark.django_db(transaction=True)
