@@ -53,6 +53,14 @@ def _post_event(client, key: str, profile: str):
     return client.post("/api/v1/usage", _event_body(key, profile), format="json")
 
 
+def _post_late(client, path: str, profile: str):
+    """One event "late" (the single path), or nine "late-<i>" in a batch."""
+    if path == "single":
+        return _post_event(client, "late", profile)
+    events = [_event_body(f"late-{i}", profile) for i in range(9)]
+    return client.post("/api/v1/usage/batch", {"events": events}, format="json")
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("path", ["single", "batch"])
 def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
@@ -86,14 +94,7 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ingest_module, write, delete_first)
-    if path == "single":
-        response = _post_event(client, "late", "doomed")
-    else:
-        response = client.post(
-            "/api/v1/usage/batch",
-            {"events": [_event_body(f"late-{i}", "doomed") for i in range(9)]},
-            format="json",
-        )
+    response = _post_late(client, path, "doomed")
     assert deleted == [1]
     assert response.status_code in (200, 201), response.content
     again = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
@@ -124,14 +125,7 @@ def test_a_key_deleted_while_its_usage_is_recorded_answers_401_and_writes_nothin
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ingest_module, write, delete_first)
-    if path == "single":
-        response = _post_event(client, "late", "p1")
-    else:
-        response = client.post(
-            "/api/v1/usage/batch",
-            {"events": [_event_body(f"late-{i}", "p1") for i in range(9)]},
-            format="json",
-        )
+    response = _post_late(client, path, "p1")
     assert response.status_code == 401, response.content
     assert response.json()["error"] == "unauthenticated"
     assert not ApiKey.objects.filter(pk=tenant_a.key.pk).exists()
