@@ -75,7 +75,8 @@ class _UsageIngestBase(TenantApiView):
 
     def to_input(self, raw: Any, received_at: datetime) -> EventInput:
         event, meters = parse_event(raw)
-        bound = self.request.profile  # type: ignore[attr-defined]
+        bound = self.bound_profile
+        profile: str | None
         if bound is not None:
             if event.profile not in (None, bound.external_id):
                 raise ApiError(
