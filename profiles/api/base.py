@@ -11,14 +11,16 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from django.db import models
+from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from profiles.api.errors import ApiError
 from profiles.authentication import ApiKeyUser
 from profiles.models import Membership, Organization, Profile
-from profiles.services import profile_get_or_create
+from profiles.services import CredentialsVanished, profile_get_or_create
 from profiles.tenancy import for_org, orgs_visible_to
 
 if TYPE_CHECKING:
@@ -78,6 +80,15 @@ class TenantApiView(APIView):
         key acts only for that profile."""
         profile = self.bound_profile
         return profile.pk if profile is not None else None
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # The key that authenticated the request was deleted while it was
+        # served: answered as any key that no longer authenticates.
+        if isinstance(exc, CredentialsVanished):
+            exc = exceptions.AuthenticationFailed(
+                "This API key was deleted while the request was served."
+            )
+        return super().handle_exception(exc)
 
     def check_permissions(self, request: Request) -> None:
         self._resolve_tenant(request)

@@ -15,8 +15,6 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from profiles.services import CredentialsVanished
-
 logger = logging.getLogger(__name__)
 
 
@@ -100,12 +98,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             error_body("payload_too_large", "The request body is too large."), status=413
         )
 
-    if isinstance(exc, CredentialsVanished):
-        set_rollback()
-        return Response(
-            error_body("unauthenticated", "This API key was deleted while the request was served."),
-            status=401,
-        )
     if isinstance(exc, exceptions.ValidationError):
         set_rollback()
         details = flatten_errors(exc.detail)

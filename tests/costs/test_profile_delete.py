@@ -128,6 +128,7 @@ def test_a_key_deleted_while_its_usage_is_recorded_answers_401_and_writes_nothin
     response = _post_late(client, path, "p1")
     assert response.status_code == 401, response.content
     assert response.json()["error"] == "unauthenticated"
+    assert response["WWW-Authenticate"] == "Bearer"
     assert not ApiKey.objects.filter(pk=tenant_a.key.pk).exists()
     assert not UsageEvent.objects.filter(idempotency_key__startswith="late").exists()
     assert UsageEvent.objects.filter(idempotency_key="warm").get().api_key_id is None
