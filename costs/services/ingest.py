@@ -385,7 +385,7 @@ def _record(
     named: dict[str, str],
     shared: Mapping[str, object],
     ahead: Ahead | None = None,
-    bound_profile_id: object | None = None,
+    bound_profile_id: uuid.UUID | None = None,
 ) -> Written:
     """In the caller's transaction: the rows not recorded yet, their rollups and
     their budget charges. (profiles, rows inserted, budget states). ``ahead``:

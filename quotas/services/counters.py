@@ -47,7 +47,7 @@ class ChargePlan:
     settle_ids: set[uuid.UUID]
     # A key bound to a profile acts only for it: it settles that profile's
     # reservations only (None: any of the organization's).
-    settle_profile_id: object | None = None
+    settle_profile_id: uuid.UUID | None = None
 
 
 def budget_charge(*, org: Organization, charges: Sequence[Charge]) -> list[BudgetState]:
@@ -64,7 +64,7 @@ def budget_charge_plan(
     org: Organization,
     charges: Sequence[Charge],
     states: list[BudgetState] | None = None,
-    settle_profile_id: object | None = None,
+    settle_profile_id: uuid.UUID | None = None,
 ) -> ChargePlan:
     """The first half of ``budget_charge``: read the budgets with their current
     periods (one query: nearly every charge falls in the current period) and
@@ -376,7 +376,7 @@ def period_held(period_id: int) -> Decimal:
 
 
 def _claim_reservations(
-    org: Organization, ids: Iterable[uuid.UUID], status: str, *, profile_id: object | None = None
+    org: Organization, ids: Iterable[uuid.UUID], status: str, *, profile_id: uuid.UUID | None = None
 ) -> tuple[list[uuid.UUID], dict[PeriodKey, Decimal], dict[PeriodKey, BudgetPeriod]]:
     """Move held reservations to ``status`` (only those still held: the row
     count decides, so a retry or a race releases nothing twice) and return the
@@ -387,8 +387,7 @@ def _claim_reservations(
         return [], {}, {}
     held = Reservation.objects.filter(organization=org, status=Reservation.Status.HELD)
     if profile_id is not None:
-        # A profile's id (UUID); ChargePlan.settle_profile_id is typed loosely.
-        held = held.filter(profile_id=cast("uuid.UUID", profile_id))
+        held = held.filter(profile_id=profile_id)
     won = []
     for rid in sorted(ids, key=str):
         if held.filter(pk=rid).update(status=status, ended_at=timezone.now()):
