@@ -16,7 +16,12 @@ from costs.selectors.catalog import model_name, model_resolve
 from costs.selectors.pricing import cost_estimate
 from costs.services.ahead import read_ahead
 from profiles.models import ApiKey, Organization, Profile
-from profiles.services import profile_get_or_create, profile_vanished
+from profiles.services import (
+    CredentialsVanished,
+    credentials_vanished,
+    profile_get_or_create,
+    profile_vanished,
+)
 from quotas.services import (
     CheckResult,
     Dimensions,
@@ -54,7 +59,8 @@ def preflight_check(
     read in one statement (a reservation may find them in the setup memo);
     a reservation is one more. No result when the
     limiter could not answer, its read or its reservation failing (the caller
-    answers by the fail mode). ``org_fresh``: ``org`` was read from the
+    answers by the fail mode); ``CredentialsVanished`` when the key or its
+    organization was deleted while the reservation was taken. ``org_fresh``: ``org`` was read from the
     database in this request, so a reservation, whose statement reads the
     counters it reports, may take the rest from the setup memo
     (``read_ahead``)."""
@@ -107,6 +113,10 @@ def preflight_check(
             states=ahead.states,
         )
     except LimiterUnavailable as exc:
+        if credentials_vanished(exc):
+            # The key (or its organization) was deleted after it authenticated
+            # this request: nothing was held, and it no longer authenticates.
+            raise CredentialsVanished(str(exc)) from exc
         if org_fresh and profile_vanished(exc):
             # The profile was deleted after it was looked up (or remembered):
             # nothing was held; again, looking it up anew.

@@ -175,6 +175,36 @@ def test_a_profile_deleted_while_a_reservation_is_taken_for_it_is_named_anew(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_deleted_while_a_reservation_is_taken_answers_401_and_holds_nothing(
+    catalog, tenant_a, monkeypatch
+):
+    """The key authenticated the check, then an admin deleted it before the
+    reservation's rows were written: their foreign key refuses them, and the
+    client hears that its key is gone (401), not a degraded answer."""
+    import costs.services.preflight as preflight_module
+    from quotas.models import Reservation
+    from tests.quotas.helpers import check
+
+    client = tenant_a.client()
+    assert check(client, profile="p1", reserve=True).status_code == 200
+    held = set(Reservation.objects.values_list("pk", flat=True))
+    original = preflight_module.quota_check
+
+    def delete_first(**kwargs):
+        errors = run_threads(1, lambda _: ApiKey.objects.filter(pk=tenant_a.key.pk).delete())
+        assert not errors, errors
+        return original(**kwargs)
+
+    monkeypatch.setattr(preflight_module, "quota_check", delete_first)
+    response = check(client, profile="p1", reserve=True)
+    assert response.status_code == 401, response.content
+    assert response.json()["error"] == "unauthenticated"
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert not ApiKey.objects.filter(pk=tenant_a.key.pk).exists()
+    assert set(Reservation.objects.values_list("pk", flat=True)) <= held
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_comes_back(
     tenant_a, monkeypatch
 ):
