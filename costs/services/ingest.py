@@ -17,10 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -28,9 +25,8 @@ from django.utils import timezone
 from config.ids import uuid7s
 from config.rows import FEW_ROWS, fetch
 from costs.models import UsageEvent
-from costs.pricing.engine import METERS, price_usage
+from costs.pricing.engine import METERS
 from costs.selectors.catalog import (
-    PriceBook,
     ResolvedModel,
     model_name,
     model_resolve,
@@ -45,6 +41,7 @@ from costs.services.ledger import (
     ledger_rollup_row,
     ledger_values_params,
 )
+from costs.services.profiles import usage_profiles_bind
 from costs.services.rollups import rollup_add_inserted_sql, rollup_add_rows
 from costs.services.usage_budgets import (
     BudgetsOfRows,
@@ -52,12 +49,18 @@ from costs.services.usage_budgets import (
     row_dimensions,
     usage_charge,
 )
+from costs.services.usage_events import (
+    MAX_EVENT_COST,
+    EventInput,
+    EventResult,
+    Recorded,
+    event_price,
+)
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import (
     CredentialsVanished,
     credentials_vanished,
     profile_vanished,
-    profiles_named,
 )
 from quotas.services import (
     BudgetState,
@@ -69,118 +72,6 @@ from quotas.services import (
 )
 
 logger = logging.getLogger(__name__)
-
-# No single call costs a billion dollars: a larger figure is a client error,
-# and it keeps sums far inside the rollup and counter columns.
-MAX_EVENT_COST = Decimal(10**9)
-
-
-@dataclass
-class EventInput:
-    """One validated event as the API hands it over."""
-
-    idempotency_key: str
-    request_hash: str
-    provider: str
-    model: str
-    operation: str
-    usage: dict[str, int | Decimal]
-    occurred_at: datetime
-    profile: str | None = None
-    cost: Decimal | None = None
-    revenue: Decimal | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    reservation_id: uuid.UUID | None = None
-
-
-class Recorded:
-    """One ledger row as recorded (or found already recorded): its column values
-    by attribute name, and the model instance, built from them when first asked
-    for (the API answers from the values alone)."""
-
-    __slots__ = ("_event", "_related", "values")
-
-    def __init__(
-        self, values: Mapping[str, Any], related: Mapping[str, object] | None = None
-    ) -> None:
-        self.values = values
-        self._related = related  # instances to attach, so reaching them needs no query
-        self._event: UsageEvent | None = None
-
-    @property
-    def event(self) -> UsageEvent:
-        if self._event is None:
-            self._event = UsageEvent.from_db(
-                connection.alias, LEDGER_COLUMNS, [self.values[c] for c in LEDGER_COLUMNS]
-            )
-            if self._related:
-                self._event._state.fields_cache.update(self._related)
-        return self._event
-
-
-@dataclass
-class EventResult:
-    status: int  # 201 recorded, 200 replay, 409 conflicting reuse, 400 refused
-    recorded: Recorded | None
-    budgets: list[BudgetState] = field(default_factory=list)
-    error: dict[str, str] | None = None
-
-    @property
-    def event(self) -> UsageEvent | None:
-        return self.recorded.event if self.recorded is not None else None
-
-
-def _price_event(
-    ev: EventInput, org: Organization, book: PriceBook, resolved: ResolvedModel | None
-) -> tuple[str, int | None, object | None, Decimal, dict[str, str], bool]:
-    """(model shown, ai_model id, price id, cost, breakdown, priced) for one event."""
-    shown = model_name(resolved, ev.model)
-    price = book.at(resolved.id, ev.occurred_at) if resolved else None
-    if price is not None and not (ev.cost is not None and org.allow_client_pricing):
-        result = price_usage(price.rates, ev.usage)
-        breakdown = {k: str(v) for k, v in result.lines.items()}
-        return shown, resolved.id if resolved else None, price.id, result.total, breakdown, True
-    if ev.cost is not None:  # the client priced a service the catalog does not
-        return (
-            shown,
-            resolved.id if resolved else None,
-            None,
-            ev.cost,
-            {"client": str(ev.cost)},
-            True,
-        )
-    return shown, resolved.id if resolved else None, None, Decimal(0), {}, False
-
-
-def _profiles(
-    org: Organization, named: dict[str, str], found: dict[str, Profile] | None = None
-) -> dict[str, Profile]:
-    """Profiles by external id for ``named`` (idempotency key -> profile name),
-    given those ``found`` already if the caller read them. Profiles are created
-    only for keys not recorded yet, so a replay or a refused conflicting reuse
-    never leaves a new profile behind."""
-    names = set(named.values())
-    if not names:
-        return {}
-    if found is None:
-        found = profiles_named(org=org, names=names)
-    missing = names - found.keys()
-    if missing:
-        taken = set(
-            UsageEvent.objects.filter(
-                organization=org,
-                idempotency_key__in=[k for k, n in named.items() if n in missing],
-            ).values_list("idempotency_key", flat=True)
-        )
-        missing = {n for k, n in named.items() if n in missing and k not in taken}
-    if missing:
-        Profile.objects.bulk_create(
-            [Profile(organization=org, external_id=n) for n in sorted(missing)],
-            ignore_conflicts=True,  # another request may create the same profile now
-        )
-        found = profiles_named(org=org, names=names)
-    return found
-
 
 _NO_METERS = dict.fromkeys(METERS, 0)
 
@@ -253,7 +144,7 @@ def _usage_record(
         if ev.idempotency_key in firsts:
             continue
         firsts[ev.idempotency_key] = ev
-        shown, ai_model_id, price_id, cost, breakdown, priced = _price_event(
+        shown, ai_model_id, price_id, cost, breakdown, priced = event_price(
             ev, org, book, resolved[ev.provider, ev.model]
         )
         if cost > MAX_EVENT_COST:
@@ -366,19 +257,6 @@ def _recorded_before(
     return existing
 
 
-def _with_profiles(
-    org: Organization,
-    rows: list[LedgerRow],
-    named: dict[str, str],
-    found: dict[str, Profile] | None = None,
-) -> dict[str, Profile]:
-    profiles = _profiles(org, named, found)
-    for row in rows:
-        if (profile := profiles.get(named.get(row["idempotency_key"], ""))) is not None:
-            row["profile_id"] = profile.pk
-    return profiles
-
-
 def _record(
     org: Organization,
     rows: list[LedgerRow],
@@ -392,7 +270,9 @@ def _record(
     the profiles and budgets, if read already; ``bound_profile_id``: the
     profile the recording key is bound to (it settles only that profile's
     reservations)."""
-    profiles = _with_profiles(org, rows, named, ahead.profiles if ahead else None)
+    profiles = usage_profiles_bind(
+        org=org, rows=rows, named=named, found=ahead.profiles if ahead else None
+    )
     inserted_ids = ledger_insert(rows, shared=shared)
     inserted = [r for r in rows if r["id"] in inserted_ids]
     states: list[BudgetState] = []
@@ -459,7 +339,7 @@ def _record_one(
     original (a profile with no usage). None, with nothing written, when the
     charge needs the transaction (a period to open); an event settling a
     reservation never comes here."""
-    profiles = _with_profiles(org, [row], named, ahead.profiles)
+    profiles = usage_profiles_bind(org=org, rows=[row], named=named, found=ahead.profiles)
     plan = budget_charge_plan(org=org, charges=[usage_charge(row, {})], states=ahead.states)
     charge = budget_charge_inline(plan, gate="EXISTS (SELECT 1 FROM roll)")
     if charge is None:

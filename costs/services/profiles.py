@@ -1,5 +1,6 @@
-"""Deleting profiles without breaking the rollups (costs knows the rollups;
-profiles, the layer below, does not)."""
+"""Profiles as usage meets them: named by events (created on first mention),
+and deleted without breaking the rollups (costs knows the ledger and the
+rollups; profiles, the layer below, does not)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from costs.models import UsageEvent
+from costs.services.ledger import LedgerRow
 from costs.services.rollups import rollup_fold_profiles
-from profiles.models import Profile
-from profiles.services import organizations_lock
+from profiles.models import Organization, Profile
+from profiles.services import organizations_lock, profiles_named
 
 
 def profiles_delete(*, profiles: Iterable[Profile]) -> int:
@@ -29,3 +31,49 @@ def profiles_delete(*, profiles: Iterable[Profile]) -> int:
         rollup_fold_profiles(profile_ids=ids)
         deleted = Profile.objects.filter(pk__in=ids).delete()[1]
     return deleted.get(Profile._meta.label, 0)
+
+
+def usage_profiles_bind(
+    *,
+    org: Organization,
+    rows: list[LedgerRow],
+    named: dict[str, str],
+    found: dict[str, Profile] | None = None,
+) -> dict[str, Profile]:
+    """Set each ledger row's ``profile_id`` to the profile its event names
+    (``named``: idempotency key -> profile name); returns the profiles by name."""
+    profiles = _named_or_new(org, named, found)
+    for row in rows:
+        if (profile := profiles.get(named.get(row["idempotency_key"], ""))) is not None:
+            row["profile_id"] = profile.pk
+    return profiles
+
+
+def _named_or_new(
+    org: Organization, named: dict[str, str], found: dict[str, Profile] | None
+) -> dict[str, Profile]:
+    """Profiles by external id for ``named`` (idempotency key -> profile name),
+    given those ``found`` already if the caller read them. Profiles are created
+    only for keys not recorded yet, so a replay or a refused conflicting reuse
+    never leaves a new profile behind."""
+    names = set(named.values())
+    if not names:
+        return {}
+    if found is None:
+        found = profiles_named(org=org, names=names)
+    missing = names - found.keys()
+    if missing:
+        taken = set(
+            UsageEvent.objects.filter(
+                organization=org,
+                idempotency_key__in=[k for k, n in named.items() if n in missing],
+            ).values_list("idempotency_key", flat=True)
+        )
+        missing = {n for k, n in named.items() if n in missing and k not in taken}
+    if missing:
+        Profile.objects.bulk_create(
+            [Profile(organization=org, external_id=n) for n in sorted(missing)],
+            ignore_conflicts=True,  # another request may create the same profile now
+        )
+        found = profiles_named(org=org, names=names)
+    return found
