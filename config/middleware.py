@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.messages.storage import default_storage
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject, empty
 
@@ -26,3 +29,24 @@ class LazyMessageMiddleware(MessageMiddleware):
         if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:  # type: ignore[attr-defined]
             return response
         return super().process_response(request, response)
+
+
+class NulQueryMiddleware:
+    """A query string carrying a NUL character is refused with a 400.
+
+    PostgreSQL text cannot hold NUL, so a filter value with one (an admin
+    changelist's ``?provider=%00``, Django's own admin filters and those of
+    installed apps alike) fails in the database, a server error. The API
+    refuses it with field messages of its own (``TenantApiView``), so its
+    paths are left to it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/") and any(
+            "\x00" in name or any("\x00" in v for v in values)
+            for name, values in request.GET.lists()
+        ):
+            raise BadRequest("The query string contains a NUL character.")
+        return self.get_response(request)
