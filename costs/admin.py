@@ -65,7 +65,7 @@ class PriceInline(TabularInline):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Whoever may read the catalog reads its history; get_queryset scopes the rows.
-        return is_tenant_staff(request.user)
+        return is_tenant_staff(request)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from profiles.tenancy import orgs_visible_to
+from profiles.admin_scoping import tenant_access
 from quotas.models import Alert
 
 
 def unread_alerts(request: HttpRequest) -> dict[str, int]:
+    """Counted once per request: an admin page renders several templates
+    with the request's context, and each runs the context processors."""
     user = getattr(request, "user", None)
     if (
         user is None
@@ -17,7 +19,11 @@ def unread_alerts(request: HttpRequest) -> dict[str, int]:
         or not request.path.startswith("/admin/")
     ):
         return {}
-    alerts = Alert.objects.filter(read_at__isnull=True)
-    if not user.is_superuser:
-        alerts = alerts.filter(organization__in=orgs_visible_to(user))
-    return {"unread_alert_count": alerts.count()}
+    counted: tuple[object, int] | None = getattr(request, "_unread_alert_count", None)
+    if counted is None or counted[0] != user.pk:
+        alerts = Alert.objects.filter(read_at__isnull=True)
+        if not user.is_superuser:
+            alerts = alerts.filter(organization_id__in=tenant_access(request).visible)
+        counted = (user.pk, alerts.count())
+        request._unread_alert_count = counted  # type: ignore[attr-defined]
+    return {"unread_alert_count": counted[1]}
