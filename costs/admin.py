@@ -21,6 +21,7 @@ from profiles.admin_scoping import (
     TenantScopedAdminMixin,
     is_tenant_staff,
 )
+from profiles.admin_widgets import KeyCheckedAutocompleteMixin
 from profiles.tenancy import orgs_managed_by, orgs_visible_to
 
 
@@ -104,7 +105,7 @@ class PriceScopeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Price)
-class PriceAdmin(TenantScopedAdminMixin, ModelAdmin):
+class PriceAdmin(KeyCheckedAutocompleteMixin, TenantScopedAdminMixin, ModelAdmin):
     """Global rows are readable by every member and changed by superusers; a
     tenant's admins add and edit its overrides. A price an event used is frozen:
     a change is a new row with a later effective_from."""

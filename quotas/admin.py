@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 
 from profiles.admin_scoping import ReadOnlyAdminMixin, TenantInlineMixin, TenantScopedAdminMixin
+from profiles.admin_widgets import KeyCheckedAutocompleteMixin
 from profiles.models import Organization
 from profiles.tenancy import orgs_managed_by
 from quotas.alerts import alert_mark_read, alert_resolve
@@ -48,7 +49,7 @@ class BudgetPeriodInline(TenantInlineMixin, TabularInline):
 
 
 @admin.register(Budget)
-class BudgetAdmin(TenantScopedAdminMixin, ModelAdmin):
+class BudgetAdmin(KeyCheckedAutocompleteMixin, TenantScopedAdminMixin, ModelAdmin):
     list_display = [
         "name",
         "organization",

@@ -184,29 +184,40 @@ def test_charlie_never_sees_tenant_as_budgets_or_reservations(
     assert profile_page.status_code == 404
 
 
+def budget_form(tenant, **fields: str) -> dict[str, str]:
+    """The budget add form as a tenant admin fills it in: a monthly cap of 5."""
+    return {
+        "organization": str(tenant.org.pk),
+        "name": "Made in admin",
+        "provider": "",
+        "model": "",
+        "operation": "",
+        "metric": "cost",
+        "period": "monthly",
+        "limit": "5",
+        "thresholds": "[80, 100]",
+        "action": "block",
+        "active": "on",
+        "periods-TOTAL_FORMS": "0",
+        "periods-INITIAL_FORMS": "0",
+        "periods-MIN_NUM_FORMS": "0",
+        "periods-MAX_NUM_FORMS": "0",
+        **fields,
+    }
+
+
 def test_a_budget_added_in_the_admin_starts_from_the_ledger(alice, tenant_a):
     spend(tenant_a, "before", "0.75")  # recorded before the budget exists
-    response = admin_client(alice).post(
-        f"{BUDGETS}add/",
-        {
-            "organization": str(tenant_a.org.pk),
-            "name": "Made in admin",
-            "provider": "",
-            "model": "",
-            "operation": "",
-            "metric": "cost",
-            "period": "monthly",
-            "limit": "5",
-            "thresholds": "[80, 100]",
-            "action": "block",
-            "active": "on",
-            "periods-TOTAL_FORMS": "0",
-            "periods-INITIAL_FORMS": "0",
-            "periods-MIN_NUM_FORMS": "0",
-            "periods-MAX_NUM_FORMS": "0",
-        },
-    )
+    response = admin_client(alice).post(f"{BUDGETS}add/", budget_form(tenant_a))
     assert response.status_code == 302, response.content.decode()[:2000]
     budget = Budget.objects.get(name="Made in admin")
     assert budget.organization == tenant_a.org
     assert period_of(budget).spent == Decimal("0.75")
+
+
+@pytest.mark.parametrize("profile", ["abc", "99999999999999999999999", "a\x00b"])
+def test_a_profile_that_is_no_profile_id_is_a_form_error(alice, tenant_a, profile):
+    response = admin_client(alice).post(f"{BUDGETS}add/", budget_form(tenant_a, profile=profile))
+    assert response.status_code == 200  # the form again, the field's error on it
+    assert "profile" in response.context["adminform"].form.errors
+    assert not Budget.objects.filter(name="Made in admin").exists()
