@@ -115,13 +115,22 @@ class Budget(BaseModel):
 
     def clean(self) -> None:
         super().clean()
+        errors: dict[str, str] = {}
         # A limit of 2.5 requests would be shown, and enforced, as 2.
         if (
             self.counts_whole
             and self.limit is not None
             and self.limit != self.limit.to_integral_value()
         ):
-            raise ValidationError({"limit": f"A {self.metric} budget's limit is a whole number."})
+            errors["limit"] = f"A {self.metric} budget's limit is a whole number."
+        # Its usage is its organization's: a profile or key of another one would
+        # never match, and the row would tie two tenants together.
+        for name in ("profile", "api_key"):
+            scope = getattr(self, name) if getattr(self, f"{name}_id") is not None else None
+            if scope is not None and scope.organization_id != self.organization_id:
+                errors[name] = f"The {name.replace('_', ' ')} belongs to another organization."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_money(self) -> bool:

@@ -10,8 +10,10 @@ import pytest
 import time_machine
 from django.test import Client
 
+from profiles.models import Membership
 from quotas.models import Budget, Reservation
 from quotas.services import Dimensions, budget_create, quota_check
+from tests.factories import MembershipFactory
 from tests.quotas.helpers import period_of, post_json, utc
 
 BUDGETS = "/admin/quotas/budget/"
@@ -220,4 +222,18 @@ def test_a_profile_that_is_no_profile_id_is_a_form_error(alice, tenant_a, profil
     response = admin_client(alice).post(f"{BUDGETS}add/", budget_form(tenant_a, profile=profile))
     assert response.status_code == 200  # the form again, the field's error on it
     assert "profile" in response.context["adminform"].form.errors
+    assert not Budget.objects.filter(name="Made in admin").exists()
+
+
+@pytest.mark.parametrize("scope", ["profile", "api_key"])
+def test_a_budget_cannot_count_another_tenants_profile_or_key(alice, tenant_a, tenant_b, scope):
+    # alice manages both tenants: the form offers both tenants' profiles and keys.
+    MembershipFactory(user=alice, organization=tenant_b.org, role=Membership.Role.OWNER)
+    theirs = {"profile": tenant_b.profile, "api_key": tenant_b.key}[scope]
+    form = budget_form(tenant_a, **{scope: str(theirs.pk)})
+    response = admin_client(alice).post(f"{BUDGETS}add/", form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[scope] == [
+        f"The {scope.replace('_', ' ')} belongs to another organization."
+    ]
     assert not Budget.objects.filter(name="Made in admin").exists()
