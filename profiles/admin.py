@@ -45,8 +45,25 @@ class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
 
 
+class MembershipInlineForm(forms.ModelForm):
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        assert data is not None  # ModelForm.clean() returns cleaned_data
+        # Django leaves an inline's foreign key out of each form's constraint
+        # checks and compares the forms only with each other: a member posted
+        # as new whose row the page did not list (added meanwhile, or a listed
+        # row posted back as new by a tampered INITIAL_FORMS) reached the
+        # database's unique constraint.
+        user = data.get("user")
+        members = Membership.objects.filter(user=user, organization=self.instance.organization_id)
+        if user is not None and members.exclude(pk=self.instance.pk).exists():
+            self.add_error("user", "This user is already a member of the organization.")
+        return data
+
+
 class MembershipInline(TenantInlineMixin, TabularInline):
     model = Membership
+    form = MembershipInlineForm
     extra = 0
     fields = ["user", "role"]
     raw_id_fields = ["user"]

@@ -78,3 +78,19 @@ def test_owner_invites_a_member_by_email_and_a_missing_email_is_a_form_error(ten
     user = get_user_model().objects.get(email="new@acme.test")
     assert user.is_staff and not user.has_usable_password()
     assert Membership.objects.get(user=user, organization=tenant_a.org).role == "viewer"
+
+
+def test_a_listed_member_posted_back_as_a_new_one_is_a_form_error(tenant_a, alice):
+    from profiles.models import Membership, Organization
+    from tests.admin_forms import read_form
+    from tests.factories import UserFactory
+
+    client = _login(UserFactory(username="root@example.com", is_superuser=True))
+    url = reverse("admin:profiles_organization_change", args=[tenant_a.org.pk])
+    form = read_form(client.get(url).content.decode(), Organization)
+    assert form.data["memberships-0-user"] == [str(alice.pk)]
+    # A count of listed rows below the page's: alice's row is posted as a new one.
+    resp = client.post(url, {**form.data, "memberships-INITIAL_FORMS": "0"})
+    assert resp.status_code == 200
+    assert "already a member of the organization" in resp.content.decode()
+    assert Membership.objects.filter(user=alice, organization=tenant_a.org).count() == 1
