@@ -181,7 +181,15 @@ class ProfileAdmin(TenantScopedAdminMixin, ModelAdmin):
     list_filter = ["active"]
     list_select_related = ["organization"]
     search_fields = ["external_id", "display_name"]
+    fields = ["organization", "external_id", "display_name", "active", "quota_and_usage"]
     readonly_fields = ["quota_and_usage"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Its events, rollups, keys and budgets stay in its organization: moved,
+        # they would point across tenants. As a key's, its tenant never changes.
+        if obj is not None:
+            return ["organization", *self.readonly_fields]
+        return self.readonly_fields
 
     # Deleting goes through the service that keeps the rollups equal to the
     # ledger (a deleted profile's events stay, without a profile).

@@ -83,6 +83,11 @@ class BudgetAdmin(KeyCheckedAutocompleteMixin, TenantScopedAdminMixin, ModelAdmi
         "active",
     ]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Its periods count its organization's usage and hold for its
+        # reservations: moved, they would count and hold across tenants.
+        return ["organization"] if obj is not None else []
+
     @staticmethod
     def _status(obj: Budget) -> dict[str, Any]:
         # Cached on the row object: both columns of one row read it once.

@@ -126,6 +126,25 @@ def test_superuser_sees_every_tenant(tenant_a, tenant_b):
     assert tenant_a.profile.external_id in html and tenant_b.profile.external_id in html
 
 
+def test_not_even_a_superuser_moves_a_profile_or_a_budget_to_another_tenant(tenant_a, tenant_b):
+    from decimal import Decimal
+
+    from quotas.services import budget_create
+    from tests.admin_forms import read_form
+    from tests.factories import UserFactory
+
+    seed_usage(tenant_a)  # the profile's events stay in tenant A
+    budget = budget_create(org=tenant_a.org, name="cap", limit=Decimal("5"))
+    root = _login(UserFactory(username="root@example.com", is_superuser=True))
+    for obj in (tenant_a.profile, budget):
+        url = _admin_url(obj, "change")
+        form = read_form(root.get(url).content.decode(), type(obj))
+        assert "organization" not in form.names
+        root.post(url, {**form.data, "organization": str(tenant_b.org.pk)})
+        obj.refresh_from_db()
+        assert obj.organization_id == tenant_a.org.pk
+
+
 # -- API ---------------------------------------------------------------------------
 
 
