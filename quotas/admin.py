@@ -35,17 +35,27 @@ def progress_bar(percent: Decimal, thresholds: list[int]) -> str:
     )
 
 
-class BudgetPeriodInline(TenantInlineMixin, TabularInline):
-    model = BudgetPeriod
+class ReadOnlyInline(TenantInlineMixin, TabularInline):
+    """Rows listed under their parent, never added, changed or deleted there.
+    Adding is refused too, not only left out of the page: a tampered
+    INITIAL_FORMS would otherwise post a listed row back as a new one."""
+
     extra = 0
-    fields = ["start", "end", "spent", "reserved", "opened_at"]
-    readonly_fields = fields
-    ordering = ["-start"]
     max_num = 0
     can_delete = False
 
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class BudgetPeriodInline(ReadOnlyInline):
+    model = BudgetPeriod
+    fields = ["start", "end", "spent", "reserved", "opened_at"]
+    readonly_fields = fields
+    ordering = ["-start"]
 
 
 @admin.register(Budget)
@@ -191,16 +201,10 @@ class UnreadFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DeliveryInline(TenantInlineMixin, TabularInline):
+class DeliveryInline(ReadOnlyInline):
     model = Delivery
-    extra = 0
     fields = ["channel", "target", "status", "attempts", "last_error", "sent_at"]
     readonly_fields = fields
-    max_num = 0
-    can_delete = False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Alert)

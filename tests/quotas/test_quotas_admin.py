@@ -11,8 +11,9 @@ import time_machine
 from django.test import Client
 
 from profiles.models import Membership
-from quotas.models import Budget, Reservation
+from quotas.models import Budget, BudgetPeriod, Reservation
 from quotas.services import Dimensions, budget_create, quota_check
+from tests.admin_forms import read_form
 from tests.factories import MembershipFactory
 from tests.quotas.helpers import period_of, post_json, utc
 
@@ -237,3 +238,13 @@ def test_a_budget_cannot_count_another_tenants_profile_or_key(alice, tenant_a, t
         f"The {scope.replace('_', ' ')} belongs to another organization."
     ]
     assert not Budget.objects.filter(name="Made in admin").exists()
+
+
+def test_a_listed_period_posted_back_as_a_new_one_is_not_saved(alice, tenant_a, acme_budget):
+    url = f"{BUDGETS}{acme_budget.pk}/change/"
+    form = read_form(admin_client(alice).get(url).content.decode(), Budget)
+    assert form.data["periods-INITIAL_FORMS"] == ["1"]
+    # A count of listed rows below the page's: the period's row is posted as a new one.
+    response = admin_client(alice).post(url, {**form.data, "periods-INITIAL_FORMS": "0"})
+    assert response.status_code == 302
+    assert BudgetPeriod.objects.filter(budget=acme_budget).count() == 1
