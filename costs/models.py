@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from decimal import Decimal
 from typing import Any, cast
 
+from django.core.exceptions import ValidationError
+from django.core.validators import DecimalValidator
 from django.db import models
 from django.db.models import Q
 
-from costs.pricing.engine import METERS
+from costs.pricing.engine import METERS, Rates, Tier
 from profiles.models import ApiKey, BaseModel, Organization, Profile
 
 MONEY: dict[str, Any] = {"max_digits": 24, "decimal_places": 12}
@@ -18,6 +22,58 @@ MONEY_SUM: dict[str, Any] = {"max_digits": 30, "decimal_places": 12}
 # 0.0000000375, so rates carry more places than amounts of money do.
 RATE: dict[str, Any] = {"max_digits": 30, "decimal_places": 18, "null": True, "blank": True}
 COUNT_METERS = [m for m in METERS if m != "audio_seconds"]
+
+
+def validate_names(value: object) -> None:
+    """Names as the catalog's index reads them (``costs.selectors.catalog``):
+    a list of strings, each something a model could be called."""
+    if not isinstance(value, list) or not all(
+        isinstance(name, str) and name.strip() and "\x00" not in name for name in value
+    ):
+        raise ValidationError('Give a list of names, e.g. ["gpt-4o-2024-08-06"].')
+
+
+def validate_regexes(value: object) -> None:
+    validate_names(value)
+    for pattern in cast("list[str]", value):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValidationError(f"{pattern!r} is no regular expression: {exc}.") from exc
+
+
+TIERS_FORMAT = (
+    'Give a list of tiers, e.g. [{"threshold": 200000, "rates": {"input_tokens": "0.0000025"}}]: '
+    "a whole number of input tokens, and decimal strings for the meters it re-prices."
+)
+
+
+def validate_tiers(value: object) -> None:
+    """Tiers as pricing reads them (``costs.selectors.catalog.rates_of``), each
+    rate within what a rate column holds: a row that passes can be priced with."""
+    if not isinstance(value, list) or not all(isinstance(tier, dict) for tier in value):
+        raise ValidationError(TIERS_FORMAT)
+    try:
+        Rates(rates={}, tiers=tuple(_tier(tier) for tier in value))
+    except (TypeError, ValueError, ArithmeticError, ValidationError) as exc:
+        reason = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        raise ValidationError(f"{reason} {TIERS_FORMAT}") from exc
+
+
+_RATE_DIGITS = DecimalValidator(RATE["max_digits"], RATE["decimal_places"])
+
+
+def _tier(raw: dict[str, Any]) -> Tier:
+    if set(raw) != {"threshold", "rates"} or not isinstance(raw["rates"], dict):
+        raise ValueError("A tier has a threshold and a map of rates, nothing else.")
+    rates: dict[str, Decimal] = {}
+    for meter, rate in raw["rates"].items():
+        if not isinstance(rate, str):
+            raise TypeError(f"The rate of {meter} is not a string.")
+        rates[meter] = Decimal(rate)  # InvalidOperation (an ArithmeticError) if it is no number
+        if rates[meter].is_finite():
+            _RATE_DIGITS(rates[meter])
+    return Tier(threshold=raw["threshold"], rates=rates)
 
 
 class Provider(BaseModel):
@@ -45,9 +101,9 @@ class AIModel(BaseModel):
     )
     slug = models.CharField(max_length=200)
     name = models.CharField(max_length=200, blank=True)
-    aliases = models.JSONField(default=list, blank=True)
-    match_prefixes = models.JSONField(default=list, blank=True)
-    match_regexes = models.JSONField(default=list, blank=True)
+    aliases = models.JSONField(default=list, blank=True, validators=[validate_names])
+    match_prefixes = models.JSONField(default=list, blank=True, validators=[validate_names])
+    match_regexes = models.JSONField(default=list, blank=True, validators=[validate_regexes])
     position = models.PositiveIntegerField(
         default=0, help_text="Tie-break among regex matches: lower wins (catalog order)."
     )
@@ -95,6 +151,7 @@ class Price(BaseModel):
     tiers = models.JSONField(
         default=list,
         blank=True,
+        validators=[validate_tiers],
         help_text='[{"threshold": 200000, "rates": {"input_tokens": "0.0000025"}}]: above '
         "threshold input tokens, every unit of the named meters is billed at the tier rate.",
     )

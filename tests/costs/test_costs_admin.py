@@ -21,7 +21,8 @@ from django.test import Client
 from django.urls import reverse
 
 from costs.models import AIModel, Price, Provider, UsageEvent
-from costs.selectors.catalog import catalog_cache_clear
+from costs.selectors.catalog import catalog_cache_clear, rates_of
+from tests.admin_forms import read_form
 from tests.isolation import seed_usage
 
 pytestmark = pytest.mark.django_db
@@ -238,6 +239,68 @@ def test_tenant_owner_cannot_move_own_override_to_another_tenant_or_global(
         assert "organization" in resp.context["adminform"].form.errors
         override.refresh_from_db()
         assert override.organization_id == tenant_b.org.pk
+
+
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        "NaN",  # JSON's NaN: a float, and not valid JSON for the database
+        '["a\\u0000b"]',  # a NUL, which the database's JSON refuses
+        '{"threshold": 200000}',  # a tier, not a list of them
+        '[{"threshold": "lots", "rates": {}}]',
+        '[{"threshold": 200000, "rates": {"input_token": "0.000004"}}]',  # no such meter
+        '[{"threshold": 200000, "rates": {"input_tokens": 0.000004}}]',  # a float
+        '[{"threshold": 200000, "rates": {"input_tokens": "1e400"}}]',  # no rate column holds it
+        '[{"threshold": 200000, "rates": {"input_tokens": "-0.000004"}}]',
+        '[{"threshold": 9, "rates": {}}, {"threshold": 9, "rates": {}}]',
+    ],
+)
+def test_tiers_pricing_could_not_read_are_a_form_error(catalog, tenant_b, charlie, tiers):
+    resp = _login(charlie).post(
+        _url("price_add"), _override_form(_gpt4o(), tenant_b.org, tiers=tiers)
+    )
+    assert resp.status_code == 200
+    assert "tiers" in resp.context["adminform"].form.errors
+    assert not Price.objects.filter(organization=tenant_b.org).exists()
+
+
+def test_tiers_as_the_catalog_writes_them_are_accepted(catalog, tenant_b, charlie):
+    tiers = '[{"threshold": 200000, "rates": {"input_tokens": "0.000004"}}]'
+    resp = _login(charlie).post(
+        _url("price_add"), _override_form(_gpt4o(), tenant_b.org, tiers=tiers)
+    )
+    assert resp.status_code == 302
+    (tier,) = rates_of(Price.objects.get(organization=tenant_b.org)).tiers
+    assert (tier.threshold, tier.rates["input_tokens"]) == (200000, Decimal("0.000004"))
+
+
+def test_every_synced_catalog_row_passes_the_admins_checks(catalog):
+    # gemini-2.5-pro's prices above 200,000 input tokens; gpt-4o's dated aliases
+    assert Price.objects.exclude(tiers=[]).exists()
+    assert AIModel.objects.exclude(aliases=[]).exists()
+    for row in [*AIModel.objects.all(), *Price.objects.all()]:
+        row.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("aliases", "NaN"),
+        ("aliases", '["a\\u0000b"]'),
+        ("aliases", "-1"),  # the catalog's index reads a list of names
+        ("match_prefixes", '["gpt-4o", ""]'),
+        ("match_regexes", '["gpt-(4o"]'),
+    ],
+)
+def test_model_names_the_catalog_could_not_read_are_a_form_error(catalog, field, value):
+    client = _login(get_user_model().objects.create_superuser("root@example.com"))
+    model = _gpt4o()
+    url = _url("aimodel_change", model.pk)
+    form = read_form(client.get(url).content.decode(), AIModel)
+    resp = client.post(url, {**form.data, field: value})
+    assert resp.status_code == 200
+    assert field in resp.context["adminform"].form.errors
+    assert getattr(AIModel.objects.get(pk=model.pk), field) == getattr(model, field)
 
 
 def test_member_cannot_add_an_override(catalog, tenant_a, bob):
