@@ -13,6 +13,7 @@ from profiles.admin_scoping import ReadOnlyAdminMixin, TenantInlineMixin, Tenant
 from profiles.admin_widgets import KeyCheckedAutocompleteMixin
 from profiles.models import Organization
 from profiles.tenancy import orgs_managed_by
+from quotas import admin_beat  # noqa: F401 - registers the beat schedule's pages
 from quotas.alerts import alert_mark_read, alert_resolve
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery, Reservation
 from quotas.selectors import bar_level, budget_states, budget_status
