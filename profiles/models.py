@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from profiles.currencies import ISO_4217
+
 
 class BaseModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)
@@ -27,6 +29,15 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"Unknown time zone {value!r}.") from exc
 
 
+def validate_currency(value: str) -> None:
+    """An ISO 4217 code as the API's bodies carry it (``"currency": "USD"``)."""
+    if value in ISO_4217:
+        return
+    if value.upper() in ISO_4217:
+        raise ValidationError(f"Write the currency code in capitals: {value.upper()}.")
+    raise ValidationError(f"{value!r} is not an ISO 4217 currency code (such as USD or EUR).")
+
+
 class Organization(BaseModel):
     class FailMode(models.TextChoices):
         OPEN = "open", "Open (allow when the limiter fails)"
@@ -36,7 +47,12 @@ class Organization(BaseModel):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
-    currency = models.CharField(max_length=3, default="USD")
+    currency = models.CharField(
+        max_length=3,
+        default="USD",
+        validators=[validate_currency],
+        help_text="ISO 4217 code of the organization's amounts, such as USD.",
+    )
     fail_mode = models.CharField(max_length=6, choices=FailMode.choices, default=FailMode.OPEN)
     allow_client_pricing = models.BooleanField(
         default=False,

@@ -84,3 +84,10 @@ def read_form(page: str, model: type[models.Model]) -> FormReader:
     reader = FormReader(f"{model._meta.model_name}_form")
     reader.feed(page)
     return reader
+
+
+def post_form(client: Any, url: str, model: type[models.Model], **changes: str) -> Any:
+    """Post the admin page at ``url`` back as a browser would, with ``changes``
+    (input name -> value) made to what it showed."""
+    form = read_form(client.get(url).content.decode(), model)
+    return client.post(url, {**form.data, **{name: [v] for name, v in changes.items()}})
