@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from decimal import Decimal
 from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from profiles.currencies import ISO_4217
@@ -36,6 +38,16 @@ def validate_currency(value: str) -> None:
     if value.upper() in ISO_4217:
         raise ValidationError(f"Write the currency code in capitals: {value.upper()}.")
     raise ValidationError(f"{value!r} is not an ISO 4217 currency code (such as USD or EUR).")
+
+
+def validate_spike_factor(value: Decimal) -> None:
+    # A spike is a day above this many times its trailing average: at 1 every
+    # day above the average would be one, below 1 even an ordinary day.
+    if value <= 1:
+        raise ValidationError(
+            "A spike is a day well above its average: the factor must be more than 1 "
+            "(3 alerts at three times the average)."
+        )
 
 
 class Organization(BaseModel):
@@ -71,13 +83,24 @@ class Organization(BaseModel):
         max_digits=6,
         decimal_places=2,
         default=3,
-        help_text="Alert when a day's spend exceeds this many times the trailing 7-day average.",
+        validators=[validate_spike_factor],
+        help_text=(
+            "Alert when a day's spend exceeds this many times the trailing 7-day average "
+            "(more than 1)."
+        ),
     )
     spike_min_cost = models.DecimalField(
         max_digits=24,
         decimal_places=12,
         default=1,
-        help_text="Ignore spikes below this amount (a $0.02 day after $0.005 days is noise).",
+        # 0 is no floor: every spike alerts. Below 0 would mean the same.
+        validators=[
+            MinValueValidator(Decimal(0), message="The minimum cost is an amount: 0 or more.")
+        ],
+        help_text=(
+            "Ignore spikes below this amount (a $0.02 day after $0.005 days is noise); "
+            "0 alerts on every spike."
+        ),
     )
     # Goes up whenever what a request reads ahead of its write changes: the
     # organization's budgets, its periods' rows, its profiles' names, the
