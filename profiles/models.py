@@ -3,6 +3,7 @@ inside them, and the API keys client apps authenticate with."""
 
 from __future__ import annotations
 
+import re
 import uuid
 import zoneinfo
 from decimal import Decimal
@@ -10,7 +11,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, validate_email
 from django.db import models
 
 from profiles.currencies import ISO_4217
@@ -38,6 +39,37 @@ def validate_currency(value: str) -> None:
     if value.upper() in ISO_4217:
         raise ValidationError(f"Write the currency code in capitals: {value.upper()}.")
     raise ValidationError(f"{value!r} is not an ISO 4217 currency code (such as USD or EUR).")
+
+
+def validate_address(email: str) -> None:
+    """Raise ValidationError unless ``email`` is an e-mail address by
+    Django's rules, save one: a one-letter top-level domain passes, as in the
+    contract's own example, ``--owner-email a@b.c``."""
+    try:
+        validate_email(email)
+    except ValidationError:
+        local, _, domain = email.rpartition("@")
+        if "." not in domain or not re.fullmatch(r"[a-z0-9]", domain.rsplit(".", 1)[1], re.I):
+            raise
+        validate_email(f"{local}@{domain}x")  # the same rules for all the rest
+
+
+def validate_alert_emails(value: str) -> None:
+    """Every line that is not blank is one e-mail address: the lines
+    ``profiles.selectors.alert_recipients`` sends alerts to."""
+    bad = []
+    for line in value.splitlines():
+        address = line.strip()
+        if not address:
+            continue
+        try:
+            validate_address(address)
+        except ValidationError:
+            bad.append(address)
+    if bad:
+        raise ValidationError(
+            [f"{address!r} is not an e-mail address (one address a line)." for address in bad]
+        )
 
 
 def validate_spike_factor(value: Decimal) -> None:
@@ -71,7 +103,9 @@ class Organization(BaseModel):
         help_text="Trust a cost sent by the client even when the catalog prices the model.",
     )
     alert_emails = models.TextField(
-        blank=True, help_text="Extra alert recipients besides owners and admins, one per line."
+        blank=True,
+        validators=[validate_alert_emails],
+        help_text="Extra alert recipients besides owners and admins, one per line.",
     )
     webhook_url = models.URLField(
         blank=True, help_text="Optional Slack-compatible webhook that receives every alert."

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import string
 import uuid
@@ -17,12 +16,18 @@ import psycopg
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from config.rows import Read, RowReader, db_value, fetch, in_list, read
-from profiles.models import ApiKey, Membership, Organization, Profile, validate_timezone
+from profiles.models import (
+    ApiKey,
+    Membership,
+    Organization,
+    Profile,
+    validate_address,
+    validate_timezone,
+)
 from profiles.signals import timezone_changed
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -64,19 +69,6 @@ def organization_create(
     except IntegrityError as exc:
         raise ValidationError({"slug": f"An organization with slug {slug!r} exists."}) from exc
     return org
-
-
-def validate_address(email: str) -> None:
-    """Raise ValidationError unless ``email`` is an e-mail address by
-    Django's rules, save one: a one-letter top-level domain passes, as in the
-    contract's own example, ``--owner-email a@b.c``."""
-    try:
-        validate_email(email)
-    except ValidationError:
-        local, _, domain = email.rpartition("@")
-        if "." not in domain or not re.fullmatch(r"[a-z0-9]", domain.rsplit(".", 1)[1], re.I):
-            raise
-        validate_email(f"{local}@{domain}x")  # the same rules for all the rest
 
 
 def organizations_lock(org_ids: Iterable[object]) -> None:

@@ -65,3 +65,45 @@ def test_the_owner_gets_a_negative_spike_setting_back_as_its_field_error(tenant_
     assert list(resp.context["adminform"].form.errors) == [field]
     stored = Organization.objects.get(pk=tenant_a.org.pk)
     assert (stored.spike_factor, stored.spike_min_cost) == (Decimal(3), Decimal(1))
+
+
+# -- extra recipients: one address a line, read by alert_recipients
+
+
+@pytest.mark.parametrize(
+    ("emails", "bad"),
+    [
+        ("not-an-address", ["not-an-address"]),
+        ("ops@example.com\nnope\n@example.com", ["nope", "@example.com"]),
+        # Separated otherwise than by lines, the addresses are one bad line.
+        ("ops@example.com, cfo@example.com", ["ops@example.com, cfo@example.com"]),
+        ("ops@example.com;cfo@example.com", ["ops@example.com;cfo@example.com"]),
+    ],
+)
+def test_each_extra_alert_recipient_that_is_no_address_is_named(tenant_a, emails, bad):
+    tenant_a.org.alert_emails = emails
+    assert _refused(tenant_a.org) == {
+        "alert_emails": [f"{b!r} is not an e-mail address (one address a line)." for b in bad]
+    }
+
+
+def test_the_extra_alert_recipients_accepted_are_the_ones_alerts_go_to(tenant_a, alice):
+    from profiles.selectors import alert_recipients
+
+    tenant_a.org.alert_emails = "  ops@example.com \n\nfinance@b.c\r\n"
+    tenant_a.org.full_clean()
+    tenant_a.org.save()
+    assert alert_recipients(org=tenant_a.org) == [
+        "alice@example.com",
+        "ops@example.com",
+        "finance@b.c",
+    ]
+
+
+def test_the_owner_gets_a_bad_alert_recipient_back_as_its_field_error(tenant_a, alice):
+    resp = _post_organization_page(alice, tenant_a.org, alert_emails="ops@example.com\nnope")
+    assert resp.status_code == 200
+    assert resp.context["adminform"].form.errors["alert_emails"] == [
+        "'nope' is not an e-mail address (one address a line)."
+    ]
+    assert Organization.objects.get(pk=tenant_a.org.pk).alert_emails == ""
