@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib import admin, messages
-from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 
+from costs.admin_filters import ProfileFilter, ProviderFilter, SortableOnlyChangeList
 from costs.exports import csv_rows
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from costs.pricing.engine import METERS
@@ -176,12 +176,21 @@ class UsageEventAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
         "cost",
         "priced",
     ]
+    # Choices from the rollups and a search box: nothing here scans the ledger.
     list_filter = [
         "priced",
-        "provider",
-        ("profile", RelatedOnlyFieldListFilter),
+        ProviderFilter,
+        ("profile", ProfileFilter),
         "occurred_at",
     ]
+    list_filter_submit = True  # the provider and profile filters are form fields
+    # Ordering by another column reads and sorts all of an organization's
+    # events (566 ms at 500,000); time order walks its index.
+    sortable_by = ["occurred_at"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SortableOnlyChangeList]:
+        return SortableOnlyChangeList
+
     list_select_related = ["organization", "profile"]
     search_fields = ["idempotency_key", "model", "model_requested"]
     date_hierarchy = None
@@ -234,7 +243,8 @@ class DailyUsageAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
         "cost",
         "unpriced_events",
     ]
-    list_filter = ["day", "provider"]
+    list_filter = ["day", ProviderFilter]
+    list_filter_submit = True
     list_select_related = ["organization", "profile"]
     paginator = InfinitePaginator
     show_full_result_count = False

@@ -435,3 +435,33 @@ def test_another_tenants_owner_cannot_open_the_profile_page(page, live_server, a
     assert resp.status == 404
     assert "Spent this month" not in page.inner_text("body")
     assert "Alice Studio" not in page.content()
+
+
+# -- the ledger's filters ----------------------------------------------------------------------
+
+
+def test_ledger_filters_by_a_searched_profile_and_a_provider_in_the_browser(
+    page, live_server, acme, artifacts
+):
+    """The profile is found by typing into the filter's search box (select2,
+    served by the admin's autocomplete), the provider chosen from the
+    dropdown the rollups fill; the filter form's submit narrows the list."""
+    login(page, live_server, "alice@example.com")
+    page.goto(f"{live_server.url}/admin/costs/usageevent/")
+    # The filter panel opens from the toolbar; its form holds both filters.
+    page.click("text=Filters")
+    page.click('select[name="profile__id__exact"] + .select2 .select2-selection')
+    page.keyboard.type("studio")  # its external id; the option shows its name
+    page.click(".select2-results__option:has-text('Alice Studio')")
+    page.select_option('#filter-form select[name="provider"]', "openai")
+    page.click("#filter-form button[type=submit]")
+    page.wait_for_url("**/admin/costs/usageevent/?*")
+    url = page.url
+    assert "provider=openai" in url and "profile__id__exact=" in url, url
+    rows = page.eval_on_selector_all(
+        "#result_list tbody tr", "(trs) => trs.map((tr) => tr.innerText)"
+    )
+    page.screenshot(path=str(artifacts / "ledger-filtered.png"), full_page=True)
+    assert len(rows) == 30, rows  # one gpt-4o call for studio-alice a day
+    assert all("openai" in r and "Alice Studio" in r for r in rows), rows
+    assert page.js_errors == []
