@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from profiles.models import Membership, Organization, Profile
@@ -14,6 +15,11 @@ def profile_list(*, org: Organization) -> QuerySet[Profile]:
 
 def profile_get(*, org: Organization, external_id: str) -> Profile | None:
     return for_org(Profile.objects.all(), org).filter(external_id=external_id).first()
+
+
+def user_by_email(*, email: str):  # noqa: ANN201 - the user model is swappable
+    """The user an e-mail address names (case aside), if any."""
+    return get_user_model().objects.filter(email__iexact=email).first()
 
 
 def membership_role(*, user, org: Organization) -> str | None:
