@@ -29,11 +29,11 @@ from costs.models import Price
 from costs.selectors.catalog import model_resolve, price_book, price_book_read
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import (
-    _key_by_prefix,
     profile_get_or_create,
     profiles_named,
     profiles_named_read,
 )
+from profiles.services.keys import _key_by_prefix
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.selectors import overview_budget_states
 from quotas.services import (

@@ -1,0 +1,92 @@
+"""Who belongs to an organization, and in which role; an organization that
+has an owner always keeps one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from profiles.models import (
+    Membership,
+    Organization,
+)
+from profiles.services.organizations import _user_for_email, organizations_lock
+
+
+def organization_owner_check(
+    *, org_id: uuid.UUID | str, roles: Mapping[int, str | None], new_owners: int = 0
+) -> None:
+    """Raise ValidationError when the organization ``org_id``, which has an
+    owner, would be left with none once the memberships in ``roles`` (by id)
+    take their new role (None: deleted, or moved to another organization)
+    and ``new_owners`` memberships are added as owners: the last owner
+    removing or demoting themselves would leave nobody who surely manages
+    it, but operators. An organization that has no owner (made without one)
+    is left as it is.
+
+    Locks the organization first (``organizations_lock``) in the caller's
+    transaction, which should make the change before it commits: two
+    managers taking away each other's ownership at once are judged one after
+    the other, and the second is refused."""
+    with transaction.atomic():
+        organizations_lock([org_id])
+        owner = Membership.Role.OWNER
+        now = set(
+            Membership.objects.filter(organization_id=org_id, role=owner).values_list(
+                "pk", flat=True
+            )
+        )
+        after = {pk for pk in now if roles.get(pk, owner) == owner}
+        after |= {pk for pk, role in roles.items() if role == owner}
+        if not now or after or new_owners:
+            return
+        name = Organization.objects.filter(pk=org_id).values_list("name", flat=True).first()
+        raise ValidationError(
+            f"{name} would be left without an owner: make another member its owner first.",
+            code="last_owner",
+        )
+
+
+def memberships_delete_check(*, memberships: Iterable[Membership]) -> None:
+    """Raise ValidationError when deleting ``memberships`` would leave an
+    organization without an owner (``organization_owner_check``, whose locks
+    the caller's transaction holds for the deletion)."""
+    by_org: dict[uuid.UUID, dict[int, str | None]] = {}
+    for membership in memberships:
+        by_org.setdefault(membership.organization_id, {})[membership.pk] = None
+    with transaction.atomic():
+        organizations_lock(by_org)  # all at once, in the order every change takes them
+        for org_id, roles in by_org.items():
+            organization_owner_check(org_id=org_id, roles=roles)
+
+
+def membership_set_check(*, org: Organization, user, role: str) -> None:
+    """Raise ValidationError when giving ``user`` the ``role`` in ``org``
+    would take away its last owner (``organization_owner_check``)."""
+    if role == Membership.Role.OWNER or user is None or user.pk is None:
+        return
+    mine = Membership.objects.filter(user=user, organization=org).values_list("pk", flat=True)
+    organization_owner_check(org_id=org.pk, roles=dict.fromkeys(mine, role))
+
+
+def membership_set(*, org: Organization, user, role: str) -> Membership:
+    """Give ``user`` the ``role`` in ``org`` (staff flag on, so the admin opens).
+    Raises ValidationError, changing nothing, when that would take away the
+    organization's last owner."""
+    with transaction.atomic():
+        membership_set_check(org=org, user=user, role=role)
+        membership, _ = Membership.objects.update_or_create(
+            user=user, organization=org, defaults={"role": role}
+        )
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+    return membership
+
+
+def membership_invite(*, org: Organization, email: str, role: str) -> Membership:
+    """Add the user with ``email`` (created if new: staff, no password yet) to ``org``."""
+    return membership_set(org=org, user=_user_for_email(email), role=role)

@@ -1,0 +1,112 @@
+"""Organizations: creating, saving and locking them, and the staff user an
+e-mail address names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from profiles.models import (
+    Membership,
+    Organization,
+    validate_address,
+    validate_timezone,
+)
+from profiles.selectors import user_by_email
+from profiles.signals import timezone_changed
+
+
+def organization_create(
+    *,
+    slug: str,
+    name: str,
+    timezone_name: str = "UTC",
+    owner_email: str | None = None,
+) -> Organization:
+    """Create an organization and, with ``owner_email``, its owner: a staff user
+    (created if missing, with an unusable password until one is set) holding the
+    owner membership. All or nothing; raises ValidationError on bad input or a
+    taken slug."""
+    validate_timezone(timezone_name)
+    org = Organization(slug=slug, name=name, timezone=timezone_name)
+    org.full_clean()
+    try:
+        with transaction.atomic():
+            org.save()
+            if owner_email:
+                owner = _user_for_email(owner_email)
+                Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
+    except IntegrityError as exc:
+        raise ValidationError({"slug": f"An organization with slug {slug!r} exists."}) from exc
+    return org
+
+
+def organizations_lock(org_ids: Iterable[object]) -> None:
+    """In the caller's transaction, lock these organizations' rows in id order,
+    FOR NO KEY UPDATE (which the foreign key checks of their writes pass): the
+    first lock of any change to an organization's setup, so two such changes
+    take their locks in one order."""
+    list(
+        Organization.objects.select_for_update(no_key=True)
+        .filter(pk__in=sorted(org_ids, key=str))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def organization_locked(org_id: uuid.UUID | str) -> Organization:
+    """``organizations_lock`` of one organization, and its row as it stands
+    once locked (its time zone, which what follows may reckon periods in)."""
+    organizations_lock([org_id])
+    return Organization.objects.get(pk=org_id)
+
+
+def organization_save(*, org: Organization) -> None:
+    """Save the fields of ``org`` that changed (validated). A new time zone is
+    announced (``profiles.signals.timezone_changed``) in the same transaction,
+    so what follows the zone moves with it.
+
+    An UPDATE that assigns a unique column (``slug``), even its own value,
+    locks the row against the foreign key checks (FOR KEY SHARE) of every
+    ingestion committing for the organization. So the row is locked FOR NO
+    KEY UPDATE, which those checks pass, the announcement comes before the
+    row is written (an ingestion holding a counter row the receivers lock
+    must be able to commit), and only changed fields are written (an admin
+    renaming the organization does not hold up its ingestions' commits)."""
+    org.full_clean()
+    with transaction.atomic():
+        stored = organization_locked(org.pk)
+        changed = [
+            f.name
+            for f in Organization._meta.concrete_fields
+            if f.name not in _KEPT_BY_THE_DATABASE
+            and getattr(stored, f.attname) != getattr(org, f.attname)
+        ]
+        if "timezone" in changed:
+            org.__dict__.pop("tz", None)  # a cached_property of the old zone
+            timezone_changed.send(sender=Organization, organization=org, previous=stored.timezone)
+        if changed:
+            org.save(update_fields=[*changed, "updated_at"])
+
+
+# Never written from a row in hand: the key, the creation stamp, and the
+# version the database's triggers keep.
+_KEPT_BY_THE_DATABASE = {"id", "created_at", "updated_at", "setup_version"}
+
+
+def _user_for_email(email: str):  # noqa: ANN202 - the user model is swappable
+    validate_address(email)
+    User = get_user_model()
+    user = user_by_email(email=email)
+    if user is None:
+        user = User(username=email, email=email, is_staff=True)
+        user.set_unusable_password()
+        user.save()
+    elif not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return user
