@@ -12,7 +12,7 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -137,6 +137,9 @@ class OrganizationAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin,
     list_display = ["name", "slug", "timezone", "currency", "fail_mode", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+    # A webhook address typed without a scheme is an https one (Django 6's
+    # default; 5.2 warns and assumes http).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # The slug names the tenant in URLs and keys' tooling: only operators change it.
