@@ -6,34 +6,26 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import actions as admin_actions
-from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
-from unfold.admin import ModelAdmin, TabularInline
+from django.http import HttpRequest
+from unfold.admin import ModelAdmin
 from unfold.forms import (
     AdminPasswordChangeForm,
-    PaginationInlineFormSet,
     UserChangeForm,
     UserCreationForm,
 )
 
-from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
-from profiles.models import ApiKey, Membership, Organization, Profile
-from profiles.selectors import user_by_email
+from profiles.admin_memberships import MembershipInline
+from profiles.admin_scoping import TenantScopedAdminMixin
+from profiles.models import ApiKey, Organization, Profile
 from profiles.services import (
     api_key_prepare,
     api_key_revoke,
-    membership_invite,
-    membership_set_check,
-    memberships_delete_check,
-    organization_owner_check,
     organization_save,
     organizations_lock,
     parse_scopes,
@@ -55,59 +47,6 @@ class UserAdmin(BaseUserAdmin, ModelAdmin):
 @admin.register(Group)
 class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
-
-
-class MembershipInlineForm(forms.ModelForm):
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        assert data is not None  # ModelForm.clean() returns cleaned_data
-        # Django leaves an inline's foreign key out of each form's constraint
-        # checks and compares the forms only with each other: a member posted
-        # as new whose row the page did not list (added meanwhile, or a listed
-        # row posted back as new by a tampered INITIAL_FORMS) reached the
-        # database's unique constraint.
-        user = data.get("user")
-        members = Membership.objects.filter(user=user, organization=self.instance.organization_id)
-        if user is not None and members.exclude(pk=self.instance.pk).exists():
-            self.add_error("user", "This user is already a member of the organization.")
-        return data
-
-
-class MembershipInlineFormSet(PaginationInlineFormSet):
-    def clean(self) -> None:
-        super().clean()
-        # The rows together: each alone may leave another owner that a
-        # second row of the same post deletes or demotes.
-        roles: dict[int, str | None] = {}
-        new_owners = 0
-        for form in self.forms:
-            role = getattr(form, "cleaned_data", {}).get("role")
-            if self.can_delete and self._should_delete_form(form):
-                if form.instance.pk is not None:
-                    roles[form.instance.pk] = None
-            elif role is None:
-                continue  # the form's own error stops the save
-            elif form.instance.pk is not None:
-                roles[form.instance.pk] = role
-            elif form.has_changed() and role == Membership.Role.OWNER:
-                new_owners += 1
-        organization_owner_check(org_id=self.instance.pk, roles=roles, new_owners=new_owners)
-
-
-class MembershipInline(TenantInlineMixin, TabularInline):
-    model = Membership
-    form = MembershipInlineForm
-    formset = MembershipInlineFormSet
-    extra = 0
-    fields = ["user", "role"]
-    raw_id_fields = ["user"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # Tenant admins change roles here and invite on the Membership page.
-        return [] if request.user.is_superuser else ["user"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_superuser
 
 
 class LocksOrganizationsOnDeleteMixin:
@@ -159,119 +98,6 @@ class OrganizationAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin,
             organization_save(org=obj)  # a new time zone moves the budgets' periods
         else:
             super().save_model(request, obj, form, change)
-
-
-class MembershipForm(forms.ModelForm):
-    email = forms.EmailField(
-        required=False,
-        help_text="Invite by email: the user is created if new (staff, no password).",
-    )
-
-    class Meta:
-        model = Membership
-        fields = ["organization", "user", "role"]
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        assert data is not None  # ModelForm.clean() returns cleaned_data
-        if self.instance.pk is None and not data.get("user") and not data.get("email"):
-            self.add_error("email", "Give the member's email (or pick a user).")
-        role = data.get("role")
-        if role is None:
-            return data
-        if self.instance.pk is None:
-            # An invitation of a member already there changes their role.
-            org, email = data.get("organization"), data.get("email")
-            if org is not None and email:
-                try:
-                    membership_set_check(org=org, user=user_by_email(email=email), role=role)
-                except ValidationError as exc:
-                    self.add_error("role", exc)
-            return data
-        org = data.get("organization")  # an operator may move the membership
-        moved = org is not None and org.pk != self.instance.organization_id
-        try:
-            organization_owner_check(
-                org_id=self.instance.organization_id,
-                roles={self.instance.pk: None if moved else role},
-            )
-        except ValidationError as exc:
-            self.add_error("organization" if moved else "role", exc)
-        return data
-
-
-@admin.register(Membership)
-class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
-    form = MembershipForm
-    list_display = ["user", "organization", "role", "created_at"]
-    list_filter = ["role"]
-    list_select_related = ["user", "organization"]
-    search_fields = ["user__email", "user__username"]
-
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        if request.user.is_superuser:
-            return ["organization", "user", "email", "role"]
-        return ["organization", "email", "role"] if obj is None else ["organization", "role"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["organization"] if obj is not None and not request.user.is_superuser else []
-
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        if "user" in form.base_fields:
-            form.base_fields["user"].required = False
-            form.base_fields["user"].widget.can_add_related = False
-        return form
-
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        # One transaction for the check and the deletion: the check's lock
-        # keeps another removal of an owner from passing in between.
-        with transaction.atomic():
-            obj = self.get_object(request, unquote(object_id))
-            if obj is not None and self.has_delete_permission(request, obj):
-                try:
-                    memberships_delete_check(memberships=[obj])
-                except ValidationError as exc:
-                    self.message_user(request, " ".join(exc.messages), messages.ERROR)
-                    change = reverse(
-                        "admin:profiles_membership_change",
-                        args=[quote(obj.pk)],
-                        current_app=self.admin_site.name,
-                    )
-                    return HttpResponseRedirect(change)
-            return super().delete_view(request, object_id, extra_context)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (_delete_selected_keeping_owners, name, description)
-        return actions
-
-    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
-        email = form.cleaned_data.get("email")
-        if not change and email:
-            membership = membership_invite(org=obj.organization, email=email, role=obj.role)
-            obj.pk = membership.pk
-            obj.user = membership.user
-            return
-        super().save_model(request, obj, form, change)
-
-
-def _delete_selected_keeping_owners(
-    model_admin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
-) -> HttpResponse | None:
-    """Django's bulk deletion (its confirmation page, then the deletion), but
-    refused when it would leave an organization without an owner."""
-    with transaction.atomic():  # the check's locks held until the deletion commits
-        try:
-            memberships_delete_check(memberships=queryset)
-        except ValidationError as exc:
-            model_admin.message_user(request, " ".join(exc.messages), messages.ERROR)
-            return None
-        return admin_actions.delete_selected(model_admin, request, queryset)
 
 
 @admin.register(Profile)
