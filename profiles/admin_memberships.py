@@ -17,7 +17,7 @@ from django.urls import reverse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.forms import PaginationInlineFormSet
 
-from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin
+from profiles.admin_scoping import TenantInlineMixin, TenantScopedAdminMixin, tenant_access
 from profiles.models import Membership
 from profiles.selectors import user_by_email
 from profiles.services import (
@@ -26,6 +26,22 @@ from profiles.services import (
     memberships_delete_check,
     organization_owner_check,
 )
+
+OWNER = Membership.Role.OWNER
+NOT_AN_OWNER = "Only an owner of the organization gives or takes ownership."
+
+
+def may_grant_ownership(request: HttpRequest, org_id: object) -> bool:
+    """Ownership is given and taken by the organization's owners (and
+    operators): its admins manage everything else, but cannot make themselves
+    or anyone an owner, nor demote or remove one."""
+    return bool(request.user.is_superuser or org_id in tenant_access(request).owned)
+
+
+def _touches_ownership(before: str | None, after: str | None) -> bool:
+    """Does changing a membership's role from ``before`` to ``after`` (None:
+    not there) give or take ownership?"""
+    return before != after and OWNER in (before, after)
 
 
 class MembershipInlineForm(forms.ModelForm):
@@ -45,8 +61,17 @@ class MembershipInlineForm(forms.ModelForm):
 
 
 class MembershipInlineFormSet(PaginationInlineFormSet):
+    may_grant_ownership = False  # set per request by MembershipInline.get_formset
+
     def clean(self) -> None:
         super().clean()
+        if not self.may_grant_ownership:
+            for form in self.forms:
+                before = form.initial.get("role") if form.instance.pk is not None else None
+                deleted = self.can_delete and self._should_delete_form(form)
+                after = None if deleted else getattr(form, "cleaned_data", {}).get("role", before)
+                if _touches_ownership(before, after):
+                    raise ValidationError(NOT_AN_OWNER, code="not_an_owner")
         # The rows together: each alone may leave another owner that a
         # second row of the same post deletes or demotes.
         roles: dict[int, str | None] = {}
@@ -80,12 +105,21 @@ class MembershipInline(TenantInlineMixin, TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser
 
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)  # a class of its own per call
+        formset.may_grant_ownership = obj is not None and may_grant_ownership(request, obj.pk)
+        return formset
+
 
 class MembershipForm(forms.ModelForm):
     email = forms.EmailField(
         required=False,
         help_text="Invite by email: the user is created if new (staff, no password).",
     )
+
+    # Set per request by MembershipAdmin.get_form: may the user give or take
+    # ownership in this organization (by id)?
+    grants_ownership: Any = staticmethod(lambda org_id: False)
 
     class Meta:
         model = Membership
@@ -98,6 +132,12 @@ class MembershipForm(forms.ModelForm):
             self.add_error("email", "Give the member's email (or pick a user).")
         role = data.get("role")
         if role is None:
+            return data
+        org = data.get("organization")
+        org_id = org.pk if org is not None else self.instance.organization_id
+        before = self.initial.get("role") if self.instance.pk is not None else None
+        if _touches_ownership(before, role) and not self.grants_ownership(org_id):
+            self.add_error("role", NOT_AN_OWNER)
             return data
         if self.instance.pk is None:
             # An invitation of a member already there changes their role.
@@ -137,11 +177,22 @@ class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
         return ["organization"] if obj is not None and not request.user.is_superuser else []
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
-        form = super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)  # a class per call
+        form.grants_ownership = staticmethod(lambda org_id: may_grant_ownership(request, org_id))
         if "user" in form.base_fields:
             form.base_fields["user"].required = False
             form.base_fields["user"].widget.can_add_related = False
         return form
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # An owner's membership is its owners' (and operators') to change.
+        if (
+            obj is not None
+            and obj.role == OWNER
+            and not may_grant_ownership(request, obj.organization_id)
+        ):
+            return False
+        return super().has_change_permission(request, obj)
 
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
@@ -184,7 +235,13 @@ def _delete_selected_keeping_owners(
     model_admin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
 ) -> HttpResponse | None:
     """Django's bulk deletion (its confirmation page, then the deletion), but
-    refused when it would leave an organization without an owner."""
+    refused when it would leave an organization without an owner, or remove
+    an owner the user may not."""
+    if any(
+        m.role == OWNER and not may_grant_ownership(request, m.organization_id) for m in queryset
+    ):
+        model_admin.message_user(request, NOT_AN_OWNER, messages.ERROR)
+        return None
     with transaction.atomic():  # the check's locks held until the deletion commits
         try:
             memberships_delete_check(memberships=queryset)

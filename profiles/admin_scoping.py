@@ -32,11 +32,13 @@ def _org_of(obj: models.Model, path: str) -> Organization | None:
 
 @dataclass(frozen=True)
 class TenantAccess:
-    """The organizations a (non-superuser) user belongs to, and those they manage."""
+    """The organizations a (non-superuser) user belongs to, those they manage,
+    and those they own."""
 
     user_id: object
     visible: frozenset[object]
     managed: frozenset[object]
+    owned: frozenset[object]
 
 
 def tenant_access(request: HttpRequest) -> TenantAccess:
@@ -54,6 +56,7 @@ def tenant_access(request: HttpRequest) -> TenantAccess:
         user_id=user.pk,
         visible=frozenset(org for org, _ in rows),
         managed=frozenset(org for org, role in rows if role in Membership.MANAGING_ROLES),
+        owned=frozenset(org for org, role in rows if role == Membership.Role.OWNER),
     )
     request._tenant_access = access  # type: ignore[attr-defined]
     return access
