@@ -22,7 +22,7 @@ from unfold.contrib.filters.forms import AutocompleteDropdownForm
 from unfold.views import ChangeList
 
 from costs.models import DailyUsage
-from profiles.admin_scoping import tenant_access
+from profiles.admin_scoping import visible_to
 
 
 class ProviderFilter(DropdownFilter):
@@ -32,9 +32,7 @@ class ProviderFilter(DropdownFilter):
     parameter_name = "provider"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        rows = DailyUsage.objects.all()
-        if not request.user.is_superuser:
-            rows = rows.filter(organization_id__in=sorted(tenant_access(request).visible, key=str))
+        rows = visible_to(request, DailyUsage.objects.all())
         names = rows.order_by("provider").values_list("provider", flat=True).distinct()
         return [(name, name) for name in names]
 
@@ -53,10 +51,8 @@ class _ProfileSearchForm(AutocompleteDropdownForm):
 
     def __init__(self, request: HttpRequest, name: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(request, name, *args, **kwargs)
-        if not request.user.is_superuser:
-            field: Any = self.fields[name]
-            visible = sorted(tenant_access(request).visible, key=str)
-            field.queryset = field.queryset.filter(organization_id__in=visible)
+        field: Any = self.fields[name]
+        field.queryset = visible_to(request, field.queryset)
 
 
 class ProfileFilter(AutocompleteSelectFilter):

@@ -62,6 +62,22 @@ def tenant_access(request: HttpRequest) -> TenantAccess:
     return access
 
 
+def visible_to(
+    request: HttpRequest, queryset: models.QuerySet, path: str = "organization"
+) -> models.QuerySet:
+    """``queryset`` cut to the rows of ``request.user``'s organizations
+    (reached through the field ``path``; "" for organizations themselves),
+    or whole for a superuser. The organizations' ids go in as values, not a
+    subquery of the memberships: with one organization the planner walks its
+    (organization, time) index in the list's order and stops at the page
+    (0.5 ms for a 500,000-event ledger), where the subquery read and sorted
+    every row of it (340 ms)."""
+    if request.user.is_superuser:
+        return queryset
+    lookup = "pk__in" if path == "" else f"{path}__in"
+    return queryset.filter(**{lookup: sorted(tenant_access(request).visible, key=str)})
+
+
 def is_tenant_staff(request: HttpRequest) -> bool:
     """May open the admin at all: an active staff superuser, or a staff member
     of at least one organization."""
@@ -90,13 +106,7 @@ class TenantScopedAdminMixin:
         qs = super().get_queryset(request)  # type: ignore[misc]
         if request.user.is_superuser:
             return qs
-        # The organizations' ids as values, not a subquery of the memberships:
-        # with one organization the planner walks its (organization, time)
-        # index in the list's order and stops at the page (0.5 ms for a
-        # 500,000-event ledger), where the subquery read and sorted every
-        # row of it (340 ms).
-        lookup = "pk__in" if self.org_path == "" else f"{self.org_path}__in"
-        scoped = qs.filter(**{lookup: sorted(tenant_access(request).visible, key=str)})
+        scoped = visible_to(request, qs, self.org_path)
         if self.global_rows_readable:
             scoped = scoped | qs.filter(**{f"{self.org_path}__isnull": True})
         return scoped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from profiles.admin_scoping import tenant_access
+from profiles.admin_scoping import visible_to
 from quotas.models import Alert
 
 
@@ -21,9 +21,7 @@ def unread_alerts(request: HttpRequest) -> dict[str, int]:
         return {}
     counted: tuple[object, int] | None = getattr(request, "_unread_alert_count", None)
     if counted is None or counted[0] != user.pk:
-        alerts = Alert.objects.filter(read_at__isnull=True)
-        if not user.is_superuser:
-            alerts = alerts.filter(organization_id__in=tenant_access(request).visible)
+        alerts = visible_to(request, Alert.objects.filter(read_at__isnull=True))
         counted = (user.pk, alerts.count())
         request._unread_alert_count = counted  # type: ignore[attr-defined]
     return {"unread_alert_count": counted[1]}
