@@ -38,6 +38,12 @@ def may_grant_ownership(request: HttpRequest, org_id: object) -> bool:
     return bool(request.user.is_superuser or org_id in tenant_access(request).owned)
 
 
+def _granting(request: HttpRequest) -> Any:
+    """``may_grant_ownership`` for this request, as the ``grants_ownership``
+    the membership form and the member rows are given per request."""
+    return staticmethod(lambda org_id: may_grant_ownership(request, org_id))
+
+
 def _touches_ownership(before: str | None, after: str | None) -> bool:
     """Does changing a membership's role from ``before`` to ``after`` (None:
     not there) give or take ownership?"""
@@ -61,29 +67,31 @@ class MembershipInlineForm(forms.ModelForm):
 
 
 class MembershipInlineFormSet(PaginationInlineFormSet):
-    may_grant_ownership = False  # set per request by MembershipInline.get_formset
+    # Set per request by MembershipInline.get_formset: may the user give or
+    # take ownership in this organization (by id)?
+    grants_ownership: Any = staticmethod(lambda org_id: False)
 
     def clean(self) -> None:
         super().clean()
-        if not self.may_grant_ownership:
-            for form in self.forms:
-                before = form.initial.get("role") if form.instance.pk is not None else None
-                deleted = self.can_delete and self._should_delete_form(form)
-                after = None if deleted else getattr(form, "cleaned_data", {}).get("role", before)
-                if _touches_ownership(before, after):
-                    raise ValidationError(NOT_AN_OWNER, code="not_an_owner")
         # The rows together: each alone may leave another owner that a
         # second row of the same post deletes or demotes.
         roles: dict[int, str | None] = {}
         new_owners = 0
+        grants = self.grants_ownership(self.instance.pk)
         for form in self.forms:
+            existing = form.instance.pk is not None
+            before = form.initial.get("role") if existing else None
             role = getattr(form, "cleaned_data", {}).get("role")
-            if self.can_delete and self._should_delete_form(form):
-                if form.instance.pk is not None:
+            deleted = self.can_delete and self._should_delete_form(form)
+            after = None if deleted else (before if role is None else role)
+            if not grants and _touches_ownership(before, after):
+                raise ValidationError(NOT_AN_OWNER, code="not_an_owner")
+            if deleted:
+                if existing:
                     roles[form.instance.pk] = None
             elif role is None:
                 continue  # the form's own error stops the save
-            elif form.instance.pk is not None:
+            elif existing:
                 roles[form.instance.pk] = role
             elif form.has_changed() and role == Membership.Role.OWNER:
                 new_owners += 1
@@ -107,7 +115,7 @@ class MembershipInline(TenantInlineMixin, TabularInline):
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)  # a class of its own per call
-        formset.may_grant_ownership = obj is not None and may_grant_ownership(request, obj.pk)
+        formset.grants_ownership = _granting(request)
         return formset
 
 
@@ -141,14 +149,14 @@ class MembershipForm(forms.ModelForm):
             return data
         if self.instance.pk is None:
             # An invitation of a member already there changes their role.
-            org, email = data.get("organization"), data.get("email")
+            email = data.get("email")
             if org is not None and email:
                 try:
                     membership_set_check(org=org, user=user_by_email(email=email), role=role)
                 except ValidationError as exc:
                     self.add_error("role", exc)
             return data
-        org = data.get("organization")  # an operator may move the membership
+        # An operator may move the membership.
         moved = org is not None and org.pk != self.instance.organization_id
         try:
             organization_owner_check(
@@ -178,7 +186,7 @@ class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         form = super().get_form(request, obj, change=change, **kwargs)  # a class per call
-        form.grants_ownership = staticmethod(lambda org_id: may_grant_ownership(request, org_id))
+        form.grants_ownership = _granting(request)
         if "user" in form.base_fields:
             form.base_fields["user"].required = False
             form.base_fields["user"].widget.can_add_related = False
