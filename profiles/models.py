@@ -54,14 +54,17 @@ def validate_address(email: str) -> None:
         validate_email(f"{local}@{domain}x")  # the same rules for all the rest
 
 
+def alert_email_lines(value: str) -> list[str]:
+    """The addresses an organization's ``alert_emails`` lists: one a line,
+    blank lines skipped."""
+    return [address for line in value.splitlines() if (address := line.strip())]
+
+
 def validate_alert_emails(value: str) -> None:
     """Every line that is not blank is one e-mail address: the lines
     ``profiles.selectors.alert_recipients`` sends alerts to."""
     bad = []
-    for line in value.splitlines():
-        address = line.strip()
-        if not address:
-            continue
+    for address in alert_email_lines(value):
         try:
             validate_address(address)
         except ValidationError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from profiles.models import Membership, Organization, Profile
+from profiles.models import Membership, Organization, Profile, alert_email_lines
 from profiles.tenancy import for_org
 
 
@@ -39,7 +39,7 @@ def alert_recipients(*, org: Organization) -> list[str]:
         .exclude(user__email="")
         .values_list("user__email", flat=True)
     )
-    emails += [line.strip() for line in org.alert_emails.splitlines() if line.strip()]
+    emails += alert_email_lines(org.alert_emails)
     seen: dict[str, str] = {}
     for email in emails:
         seen.setdefault(email.lower(), email)
