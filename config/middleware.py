@@ -7,7 +7,7 @@ from collections.abc import Callable
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.messages.storage import default_storage
 from django.core.exceptions import BadRequest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.functional import SimpleLazyObject, empty
 
 
@@ -44,9 +44,14 @@ class NulQueryMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith("/api/") and any(
-            "\x00" in name or any("\x00" in v for v in values)
-            for name, values in request.GET.lists()
-        ):
+        if not request.path.startswith("/api/") and nul_parameters(request.GET):
             raise BadRequest("The query string contains a NUL character.")
         return self.get_response(request)
+
+
+def nul_parameters(query: QueryDict) -> list[str]:
+    """The names of the query parameters whose name or a value holds a NUL
+    character, which PostgreSQL text cannot hold."""
+    return [
+        name for name, values in query.lists() if "\x00" in name or any("\x00" in v for v in values)
+    ]

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.middleware import nul_parameters
 from profiles.api.errors import ApiError
 from profiles.authentication import ApiKeyUser
 from profiles.models import Membership, Organization, Profile
@@ -93,7 +94,7 @@ class TenantApiView(APIView):
     def check_permissions(self, request: Request) -> None:
         self._resolve_tenant(request)
         super().check_permissions(request)
-        bad = [k for k, v in request.query_params.items() if "\x00" in k or "\x00" in v]
+        bad = nul_parameters(request.query_params)
         if bad:
             raise ApiError(
                 "The query is invalid; see details.",
