@@ -188,9 +188,6 @@ class UsageEventAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     # events (566 ms at 500,000); time order walks its index.
     sortable_by = ["occurred_at"]
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SortableOnlyChangeList]:
-        return SortableOnlyChangeList
-
     list_select_related = ["organization", "profile"]
     search_fields = ["idempotency_key", "model", "model_requested"]
     date_hierarchy = None
@@ -198,6 +195,9 @@ class UsageEventAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     show_full_result_count = False
     list_per_page = 100
     actions = ["export_csv", "reprice"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SortableOnlyChangeList]:
+        return SortableOnlyChangeList
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
         filters = list(self.list_filter)
