@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter
@@ -31,13 +32,25 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = _UtcIsoDateTimeField
 
 
+class _LowerCharField(forms.CharField):
+    def to_python(self, value: object) -> str | None:
+        text = super().to_python(value)
+        return text.lower() if text else text
+
+
+class LowerCharFilter(django_filters.CharFilter):
+    """Matches the lower-cased value: how provider names are stored."""
+
+    field_class = _LowerCharField
+
+
 def _tag_format(value: str) -> None:
     if not value.partition(":")[0] or ":" not in value:
         raise ValidationError("Use key:value, e.g. video_id:v-1.")
 
 
 class UsageEventFilter(django_filters.FilterSet):
-    provider = django_filters.CharFilter(method="filter_provider", max_length=100)
+    provider = LowerCharFilter(field_name="provider", max_length=100)
     model = django_filters.CharFilter(field_name="model", max_length=200)
     operation = django_filters.CharFilter(field_name="operation", max_length=100)
     since = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
@@ -47,11 +60,6 @@ class UsageEventFilter(django_filters.FilterSet):
     class Meta:
         model = UsageEvent
         fields: list[str] = []
-
-    def filter_provider(
-        self, qs: QuerySet[UsageEvent], name: str, value: str
-    ) -> QuerySet[UsageEvent]:
-        return qs.filter(provider=value.lower())
 
     def filter_tag(self, qs: QuerySet[UsageEvent], name: str, value: str) -> QuerySet[UsageEvent]:
         key, _, tag_value = value.partition(":")

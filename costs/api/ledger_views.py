@@ -1,4 +1,5 @@
-"""Ledger reads: list (cursor-paginated), streamed export, tag summary."""
+"""Ledger reads: list (cursor-paginated), streamed export, summary (from the
+rollups unless a tag or a time range asks for the ledger)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from rest_framework.response import Response
 from costs.api.filters import USAGE_FILTER_PARAMETERS, UsageEventFilter
 from costs.exports import EXPORT_FIELDS, csv_rows, json_rows
 from costs.models import UsageEvent
-from costs.selectors.ledger import usage_events, usage_summary
+from costs.selectors.ledger import usage_events, usage_summary, usage_summary_all_time
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import paginated
+from profiles.models import Profile
 
 _M = TypeVar("_M", bound=Model)
 _R = TypeVar("_R")
@@ -116,7 +118,8 @@ class LedgerCursorPagination(CursorPagination):
 class _LedgerReadBase(TenantApiView):
     scopes = {"GET": "read"}
 
-    def filtered_events(self, request: Request) -> QuerySet[UsageEvent]:
+    def filters(self, request: Request) -> tuple[Profile | None, UsageEventFilter]:
+        """The acting profile and the validated filters of the query (400 if invalid)."""
         profile = self.acting_profile(request.query_params.get("profile"), create=False)
         filterset = UsageEventFilter(
             request.query_params, queryset=usage_events(org=self.org, profile=profile)
@@ -124,7 +127,10 @@ class _LedgerReadBase(TenantApiView):
         if not filterset.is_valid():
             details = {k: " ".join(v) for k, v in filterset.errors.items()}
             raise ApiError("The query is invalid; see details.", details=details)
-        return filterset.qs.select_related("profile")
+        return profile, filterset
+
+    def filtered_events(self, request: Request) -> QuerySet[UsageEvent]:
+        return self.filters(request)[1].qs.select_related("profile")
 
 
 class UsageListApi(_LedgerReadBase):
@@ -192,7 +198,12 @@ class UsageSummaryApi(_LedgerReadBase):
         operation_id="usage_summary",
     )
     def get(self, request: Request) -> Response:
-        rows = usage_summary(events=self.filtered_events(request))
+        profile, filterset = self.filters(request)
+        given = {k: v for k, v in filterset.form.cleaned_data.items() if v not in (None, "")}
+        if given.keys() & {"tag", "since", "until"}:
+            rows = usage_summary(events=filterset.qs)
+        else:  # everything the organization (or profile) ever used: the rollups hold it
+            rows = usage_summary_all_time(org=self.org, profile=profile, **given)
         by_provider = [_summary_row(r) for r in rows]
         totals: dict[str, Any] = {}
         for r in rows:

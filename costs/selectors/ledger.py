@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
-from costs.models import COUNT_METERS, UsageEvent
+from costs.models import COUNT_METERS, DailyUsage, UsageEvent
 from profiles.models import Organization, Profile
 from profiles.tenancy import for_org
 
@@ -27,12 +27,31 @@ def usage_events(*, org: Organization, profile: Profile | None = None) -> QueryS
     return qs.order_by("-occurred_at", "-id")
 
 
+_SUMMED = [*COUNT_METERS, "audio_seconds", "cost"]
+
+
 def usage_summary(*, events: QuerySet[UsageEvent]) -> list[dict[str, object]]:
     """Cost and quantities of ``events``, by provider."""
-    sums = {m: Sum(m) for m in [*COUNT_METERS, "audio_seconds", "cost"]}
+    sums = {m: Sum(m) for m in _SUMMED}
     return list(
         events.order_by()
         .values("provider")
         .annotate(events=Count("id"), **sums)
         .order_by("provider")
     )
+
+
+def usage_summary_all_time(
+    *, org: Organization, profile: Profile | None = None, **columns: str
+) -> list[dict[str, object]]:
+    """What ``usage_summary`` gives for all of the organization's events
+    (that profile's only, when given; ``columns``: provider, model or
+    operation equal to a value), read from the daily rollups, which hold
+    every event once: no ledger scan, however long the history. Only for
+    no time range: a rollup's day is the organization's local day when the
+    event was recorded, which a later change of time zone leaves as it was."""
+    qs = for_org(DailyUsage.objects.all(), org).filter(**columns)
+    if profile is not None:
+        qs = qs.filter(profile=profile)
+    sums = {m: Sum(m) for m in ["events", *_SUMMED]}
+    return list(qs.order_by().values("provider").annotate(**sums).order_by("provider"))

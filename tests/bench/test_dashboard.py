@@ -7,6 +7,9 @@ operation, top-10 profile, day, day x provider; month to date) computed with
 GROUP BY over the ledger (``costs_usageevent``) for the same 30 days in SQL,
 query after query on one connection -> ms, median of repetitions.
 
+Then GET /api/v1/usage/summary over all time (from the rollups) the same way,
+against its sums by GROUP BY over the organization's whole ledger in SQL.
+
   BENCH_DASHBOARD_EVENTS  ledger events of the organization (default 500,000 so a
                           default run stays quick; the full figure is
                           BENCH_DASHBOARD_EVENTS=5000000, loaded once in minutes
@@ -135,27 +138,34 @@ def test_dashboard(server, machine):
         issued.api_key.delete()
 
 
-def _measure(server, machine, org, info, budgets, secret, calls, reps) -> None:
-    headers = {"Authorization": f"Bearer {secret}"}
-
-    # -- the endpoint, warm -------------------------------------------------------------
+def _timed_get(server, path: str, headers: dict, calls: int) -> tuple[list[float], dict]:
+    """``calls`` sequential GETs of ``path`` after 3 unmeasured ones, on one
+    keep-alive connection -> the seconds of each, the last answer's body."""
     conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
     timings = []
     body = {}
     try:
         for i in range(3 + calls):
             t0 = time.perf_counter()
-            conn.request("GET", "/api/v1/dashboard?range=30d", headers=headers)
+            conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             elapsed = time.perf_counter() - t0
             if resp.status != 200:
-                raise AssertionError(f"dashboard answered {resp.status}: {data[:300]!r}")
+                raise AssertionError(f"{path} answered {resp.status}: {data[:300]!r}")
             if i >= 3:
                 timings.append(elapsed)
             body = json.loads(data)
     finally:
         conn.close()
+    return timings, body
+
+
+def _measure(server, machine, org, info, budgets, secret, calls, reps) -> None:
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    # -- the endpoint, warm -------------------------------------------------------------
+    timings, body = _timed_get(server, "/api/v1/dashboard?range=30d", headers, calls)
     dashboard_ms = statistics.median(timings) * 1000
     n_queries = _query_count(secret)
 
@@ -211,3 +221,32 @@ def _measure(server, machine, org, info, budgets, secret, calls, reps) -> None:
     target("dashboard", f"latency < 150 ms (measured {dashboard_ms:.1f})", dashboard_ms < 150)
     target("dashboard", f">= 50x faster than the ledger GROUP BY (measured {speedup:.1f}x)",
            speedup >= 50)  # fmt: skip
+    _measure_summary(server, org, headers, calls, reps)
+
+
+def _measure_summary(server, org, headers, calls, reps) -> None:
+    """GET /api/v1/usage/summary over all time (read from the rollups), against
+    the same sums by GROUP BY over the ledger (how a summary with a tag or a
+    time range is computed)."""
+    timings, body = _timed_get(server, "/api/v1/usage/summary", headers, calls)
+    summary_ms = statistics.median(timings) * 1000
+    query = (
+        "SELECT provider, count(*), sum(input_tokens), sum(output_tokens), sum(cost)"
+        " FROM costs_usageevent WHERE organization_id = %s GROUP BY 1 ORDER BY 1"
+    )
+    base = []
+    with pg_connect() as pg:
+        for rep in range(reps + 1):
+            t0 = time.perf_counter()
+            ledger = pg.execute(query, [org.pk]).fetchall()
+            if rep:
+                base.append(time.perf_counter() - t0)
+    baseline_ms = statistics.median(base) * 1000
+    consistent = [
+        (r["provider"], r["events"], Decimal(r["cost"])) for r in body["by_provider"]
+    ] == [(provider, events, cost) for provider, events, _, _, cost in ledger]
+    context("usage_summary", rollups_equal_ledger=consistent, events=body["totals"]["events"])
+    emit("usage_summary_latency", summary_ms, "ms")
+    emit("ledger_groupby_summary_latency", baseline_ms, "ms")
+    emit_ratio("usage_summary_latency", "ledger_groupby_summary_latency",
+               summary_ms / baseline_ms if baseline_ms else 0.0)  # fmt: skip

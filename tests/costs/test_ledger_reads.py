@@ -14,6 +14,8 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from costs.models import UsageEvent
 from tests.factories import make_key
@@ -447,6 +449,54 @@ def test_summary_bad_tag_is_400(ledger, tenant_a):
     resp = tenant_a.client().get("/api/v1/usage/summary", {"tag": "novalue"})
     assert resp.status_code == 400
     assert "tag" in resp.json()["details"]
+
+
+def _ledger_queries(client, params: dict) -> tuple[dict, list[str]]:
+    with CaptureQueriesContext(connection) as ctx:
+        resp = client.get("/api/v1/usage/summary", params)
+    assert resp.status_code == 200, resp.content
+    return resp.json(), [q["sql"] for q in ctx.captured_queries if "costs_usageevent" in q["sql"]]
+
+
+def test_summary_without_tag_or_time_range_is_read_from_the_rollups(ledger, tenant_a):
+    body, ledger_reads = _ledger_queries(tenant_a.client(), {})
+    assert ledger_reads == []
+    rows = {r["provider"]: r for r in body["by_provider"]}
+    # openai: e1 0.02375 + e2 0.009 + e3 0.03 + e5 0.0075 = 0.07025; google: e4 0.64
+    assert rows["openai"]["cost"] == "0.070250000000"
+    assert rows["openai"]["events"] == 4
+    assert rows["openai"]["input_tokens"] == 1500 + 1000
+    assert rows["openai"]["output_tokens"] == 2000 + 500
+    assert rows["openai"]["characters"] == 1000
+    assert Decimal(rows["openai"]["audio_seconds"]) == Decimal("90")
+    assert rows["google"]["cost"] == "0.640000000000"
+    # Tenant B's e1 and e4 are not counted.
+    assert body["totals"]["cost"] == "0.710250000000"
+    assert body["totals"]["events"] == 5
+
+
+@pytest.mark.parametrize(
+    ("params", "events", "cost"),
+    [
+        ({"profile": "p-1"}, 2, "0.053750000000"),  # e1 + e3
+        ({"provider": "OpenAI"}, 4, "0.070250000000"),  # e1 e2 e3 e5
+        ({"model": "gpt-4o"}, 2, "0.031250000000"),  # e1 (an alias of it) + e5
+        ({"operation": "chat", "profile": "p-2"}, 1, "0.640000000000"),  # e4
+        ({"model": "nothing-like-it"}, 0, "0.000000000000"),
+    ],
+)
+def test_summary_from_the_rollups_keeps_the_filters(ledger, tenant_a, params, events, cost):
+    body, ledger_reads = _ledger_queries(tenant_a.client(), params)
+    assert ledger_reads == []
+    assert (body["totals"]["events"], body["totals"]["cost"]) == (events, cost)
+
+
+def test_summary_over_a_time_range_reads_the_ledger_and_keeps_it(ledger, tenant_a):
+    params = {"since": "2026-11-11T10:00:00Z", "until": "2026-11-13T10:00:00Z"}
+    body, ledger_reads = _ledger_queries(tenant_a.client(), params)
+    assert ledger_reads  # events at any instant: only the ledger has them
+    # e2 0.009 + e3 0.03 (e4 sits at the exclusive end)
+    assert (body["totals"]["events"], body["totals"]["cost"]) == (2, "0.039000000000")
 
 
 def test_reads_never_write(ledger, tenant_a):
