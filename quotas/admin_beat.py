@@ -1,18 +1,59 @@
 """django-celery-beat's pages (the default beat schedule is seeded by
 quotas/migrations/0002), with forms that refuse, field by field, what its own
-let through to a server error."""
+let through to a server error or to a schedule beat cannot run."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+from typing import Any, NoReturn
 
 from celery.schedules import ParseException, crontab
 from django import forms
 from django.contrib import admin
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from kombu.utils.json import loads
 
 CRON_PARTS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+
+# The JSON fields of a periodic task: what beat needs each to hold (it calls
+# the task with args and kwargs, and adds its own entry to the headers), and
+# what it reads a blank one as.
+BEAT_JSON: dict[str, tuple[type, str, str]] = {
+    "args": (list, "[]", 'a JSON array of positional arguments, as in ["a", 1]'),
+    "kwargs": (dict, "{}", 'a JSON object of keyword arguments, as in {"org_id": "a"}'),
+    "headers": (dict, "{}", 'a JSON object of message headers, as in {"origin": "a"}'),
+}
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of a number's range")
+    return number
+
+
+def beat_reads(text: str) -> Any:
+    """The value beat's scheduler reads from a periodic task's JSON text (with
+    kombu's decoding, as it does). Raises ValueError for text that is not JSON
+    proper, or holds a kombu type marker its decoder cannot read."""
+    try:
+        # Python's parser also takes NaN and Infinity (and 1e400 as infinity),
+        # which kombu would send on in messages no JSON reader accepts.
+        json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    try:
+        return loads(text)
+    except Exception as exc:
+        # A decoder registered with kombu ({"__type__": "decimal", ...}) raises
+        # what its type does: AttributeError, TypeError, InvalidOperation...
+        raise ValueError(f"kombu cannot decode a value in it ({exc})") from exc
 
 
 class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
@@ -20,6 +61,28 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
         # Any name is taken (a worker may know tasks this process does not),
         # and it becomes the task's: the checks of a name typed in.
         return self.fields["task"].clean(self.cleaned_data["regtask"])
+
+    def _clean_beat_json(self, field: str) -> str:
+        kind, blank, needed = BEAT_JSON[field]
+        # Beat reads a blank one as empty; so does the row (the model's save()
+        # makes blank headers NULL, which their column refuses).
+        text = self.cleaned_data[field].strip() or blank
+        try:
+            value = beat_reads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Beat cannot read this as JSON: {exc}.") from exc
+        if not isinstance(value, kind):
+            raise forms.ValidationError(f"Beat needs {needed}.")
+        return text
+
+    def clean_args(self) -> str:
+        return self._clean_beat_json("args")
+
+    def clean_kwargs(self) -> str:
+        return self._clean_beat_json("kwargs")
+
+    def clean_headers(self) -> str:
+        return self._clean_beat_json("headers")
 
     def clean(self) -> dict[str, Any]:
         if not self.cleaned_data.get("regtask") and "task" not in self.cleaned_data:

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from tests.admin_forms import read_form
+from tests.admin_forms import post_form, read_form
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -52,3 +52,76 @@ def test_a_task_name_no_task_could_have_is_a_form_error(root, field, value):
     assert field in response.context["adminform"].form.errors
     task.refresh_from_db()
     assert task.task == "quotas.reconcile_counters"
+
+
+# -- a periodic task's arguments and headers, as beat reads and uses them ----------
+
+
+@pytest.fixture
+def reconcile() -> PeriodicTask:
+    return PeriodicTask.objects.get(task="quotas.reconcile_counters")  # seeded by a migration
+
+
+def _change(client: Client, row: PeriodicTask, /, **changes: str):
+    url = f"/admin/django_celery_beat/periodictask/{row.pk}/change/"
+    return post_form(client, url, PeriodicTask, **changes)
+
+
+def _errors(response, field: str) -> str:
+    assert response.status_code == 200
+    return " ".join(response.context["adminform"].form.errors.get(field, []))
+
+
+def _stored(task: PeriodicTask) -> tuple[str, str, str, str]:
+    task.refresh_from_db()
+    return task.task, task.args, task.kwargs, task.headers
+
+
+def _assert_refused(client: Client, row: PeriodicTask, field: str, said: str, **changes: str):
+    before = _stored(row)
+    response = _change(client, row, **changes)
+    assert said in _errors(response, field)
+    assert _stored(row) == before
+
+
+NOT_JSON = "cannot read this as JSON"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("args", "-1", "JSON array"),
+        ("args", "{}", "JSON array"),
+        ("args", '"x"', "JSON array"),
+        ("args", "null", "JSON array"),
+        ("kwargs", "-1", "JSON object"),
+        ("kwargs", "[]", "JSON object"),
+        ("kwargs", "null", "JSON object"),
+        ("headers", "-1", "JSON object"),
+        ("headers", "[]", "JSON object"),
+        ("headers", "{", NOT_JSON),
+        ("headers", "x" * 301, NOT_JSON),
+        # What Python's parser takes and JSON has not.
+        ("args", "[NaN]", NOT_JSON),
+        ("kwargs", '{"org_id": Infinity}', NOT_JSON),
+        ("headers", '{"a": 1e400}', NOT_JSON),
+        # JSON that kombu's decoding, which beat reads with, fails on.
+        ("args", '[{"__type__": "bytes", "__value__": 5}]', NOT_JSON),
+        ("kwargs", '{"org_id": {"__type__": "decimal", "__value__": "x"}}', NOT_JSON),
+        ("args", "[" * 100_000 + "]" * 100_000, NOT_JSON),
+    ],
+)
+def test_json_beat_cannot_use_is_that_fields_error(root, reconcile, field, value, said):
+    _assert_refused(root, reconcile, field, said, **{field: value})
+
+
+@pytest.mark.parametrize(("field", "empty"), [("args", "[]"), ("kwargs", "{}"), ("headers", "{}")])
+def test_a_blank_json_field_is_saved_as_the_empty_value_beat_reads_it_as(
+    root, reconcile, field, empty
+):
+    PeriodicTask.objects.filter(pk=reconcile.pk).update(
+        args='["a"]', kwargs='{"budget_ids": []}', headers='{"origin": "admin"}'
+    )
+    response = _change(root, reconcile, **{field: "  "})
+    assert response.status_code == 302
+    assert getattr(PeriodicTask.objects.get(pk=reconcile.pk), field) == empty
