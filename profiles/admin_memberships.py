@@ -91,10 +91,16 @@ class MembershipInlineFormSet(PaginationInlineFormSet):
                     roles[form.instance.pk] = None
             elif role is None:
                 continue  # the form's own error stops the save
-            elif existing:
+            elif existing and "user" not in form.changed_data:
                 roles[form.instance.pk] = role
-            elif form.has_changed() and role == Membership.Role.OWNER:
-                new_owners += 1
+            else:
+                # A new member, or a row given another user (its user leaves);
+                # an owner whose account cannot log in is none.
+                if existing:
+                    roles[form.instance.pk] = None
+                user = form.cleaned_data.get("user")
+                if form.has_changed() and role == OWNER and user is not None and user.is_active:
+                    new_owners += 1
         organization_owner_check(org_id=self.instance.pk, roles=roles, new_owners=new_owners)
 
 
@@ -156,15 +162,18 @@ class MembershipForm(forms.ModelForm):
                 except ValidationError as exc:
                     self.add_error("role", exc)
             return data
-        # An operator may move the membership.
+        # An operator may move the membership, or give it to another user:
+        # one whose account cannot log in owns nothing.
         moved = org is not None and org.pk != self.instance.organization_id
+        user = data.get("user")
+        handed = "user" in self.changed_data and user is not None and not user.is_active
         try:
             organization_owner_check(
                 org_id=self.instance.organization_id,
-                roles={self.instance.pk: None if moved else role},
+                roles={self.instance.pk: None if moved or handed else role},
             )
         except ValidationError as exc:
-            self.add_error("organization" if moved else "role", exc)
+            self.add_error("organization" if moved else "user" if handed else "role", exc)
         return data
 
 

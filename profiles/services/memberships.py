@@ -1,5 +1,5 @@
 """Who belongs to an organization, and in which role; an organization that
-has an owner always keeps one."""
+has an owner (who can log in) always keeps one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from profiles.models import (
     Membership,
@@ -27,6 +28,11 @@ def organization_owner_check(
     it, but operators. An organization that has no owner (made without one)
     is left as it is.
 
+    An owner counts only while their account is active: one who cannot log
+    in manages nothing, so an organization whose owners are all deactivated
+    has none, and a deactivated member made owner gives it none. Callers
+    count in ``new_owners`` only members whose accounts are active.
+
     Locks the organization first (``organizations_lock``) in the caller's
     transaction, which should make the change before it commits: two
     managers taking away each other's ownership at once are judged one after
@@ -34,13 +40,13 @@ def organization_owner_check(
     with transaction.atomic():
         organizations_lock([org_id])
         owner = Membership.Role.OWNER
-        now = set(
-            Membership.objects.filter(organization_id=org_id, role=owner).values_list(
-                "pk", flat=True
-            )
+        rows = list(
+            Membership.objects.filter(organization_id=org_id, user__is_active=True)
+            .filter(Q(role=owner) | Q(pk__in=list(roles)))
+            .values_list("pk", "role")
         )
-        after = {pk for pk in now if roles.get(pk, owner) == owner}
-        after |= {pk for pk, role in roles.items() if role == owner}
+        now = {pk for pk, role in rows if role == owner}
+        after = {pk for pk, role in rows if roles.get(pk, role) == owner}
         if not now or after or new_owners:
             return
         name = Organization.objects.filter(pk=org_id).values_list("name", flat=True).first()
