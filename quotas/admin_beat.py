@@ -4,10 +4,12 @@ let through to a server error or to a schedule beat cannot run."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from typing import Any, NoReturn
 
+from celery import current_app
 from celery.schedules import ParseException, crontab
 from django import forms
 from django.contrib import admin
@@ -57,6 +59,10 @@ def beat_reads(text: str) -> Any:
 
 
 class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beat_values: dict[str, Any] = {}  # field -> what beat reads from it
+
     def clean_regtask(self) -> str:
         # Any name is taken (a worker may know tasks this process does not),
         # and it becomes the task's: the checks of a name typed in.
@@ -73,6 +79,7 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
             raise forms.ValidationError(f"Beat cannot read this as JSON: {exc}.") from exc
         if not isinstance(value, kind):
             raise forms.ValidationError(f"Beat needs {needed}.")
+        self.beat_values[field] = value
         return text
 
     def clean_args(self) -> str:
@@ -89,7 +96,34 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
             # The name typed in was refused with its own error, and the parent's
             # clean() reads it regardless (KeyError): skip to ModelForm's.
             return super(beat_admin.PeriodicTaskForm, self).clean()
-        return super().clean()
+        data = super().clean()
+        self._check_arguments(data["task"])
+        return data
+
+    def _check_arguments(self, name: str) -> None:
+        """Binds the arguments to the signature of the task they are for, as a
+        worker calls it with them: a mismatch is the error of the field that
+        holds it. A task this process does not know is not checked (a worker
+        may know it)."""
+        if "args" not in self.beat_values or "kwargs" not in self.beat_values:
+            return
+        # Tasks are found when their modules are imported; the page's list of
+        # registered tasks imports them the same way.
+        current_app.loader.import_default_modules()
+        task = current_app.tasks.get(name)
+        if task is None:
+            return
+        signature = inspect.signature(task.run)
+        args, kwargs = self.beat_values["args"], self.beat_values["kwargs"]
+        try:
+            signature.bind_partial(*args)
+        except TypeError as exc:
+            self.add_error("args", f"The task {name} cannot take these: {exc}.")
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            self.add_error("kwargs", f"The task {name} cannot take these: {exc}.")
 
 
 class CrontabScheduleForm(forms.ModelForm):

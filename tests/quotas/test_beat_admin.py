@@ -115,6 +115,37 @@ def test_json_beat_cannot_use_is_that_fields_error(root, reconcile, field, value
     _assert_refused(root, reconcile, field, said, **{field: value})
 
 
+@pytest.mark.parametrize(
+    ("changes", "field", "said"),
+    [
+        ({"args": "[1, 2, 3]"}, "args", "too many positional arguments"),
+        ({"kwargs": '{"org": "a"}'}, "kwargs", "unexpected keyword argument 'org'"),
+        ({"args": '["a"]', "kwargs": '{"org_id": "b"}'}, "kwargs", "multiple values"),
+        # The task chosen from the registered ones, which takes none.
+        ({"regtask": "quotas.send_notifications", "args": '["a"]'}, "args", "too many"),
+    ],
+)
+def test_arguments_the_task_cannot_take_are_that_fields_error(
+    root, reconcile, changes, field, said
+):
+    _assert_refused(root, reconcile, field, said, **changes)
+
+
+def test_arguments_are_bound_to_the_task_when_this_process_knows_it(root, reconcile):
+    # A task only a worker knows is not checked: this process cannot.
+    response = _change(root, reconcile, task="elsewhere.rebuild", args="[1, 2, 3]")
+    assert response.status_code == 302
+    assert _stored(reconcile)[:2] == ("elsewhere.rebuild", "[1, 2, 3]")
+
+    response = _change(root, reconcile, task="quotas.reconcile_counters")
+    assert "too many positional arguments" in _errors(response, "args")
+    assert _stored(reconcile)[0] == "elsewhere.rebuild"
+
+    response = _change(root, reconcile, task="quotas.reconcile_counters", args='["a"]')
+    assert response.status_code == 302
+    assert _stored(reconcile)[:2] == ("quotas.reconcile_counters", '["a"]')
+
+
 @pytest.mark.parametrize(("field", "empty"), [("args", "[]"), ("kwargs", "{}"), ("headers", "{}")])
 def test_a_blank_json_field_is_saved_as_the_empty_value_beat_reads_it_as(
     root, reconcile, field, empty
