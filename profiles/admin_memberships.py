@@ -3,6 +3,7 @@ membership pages, where an organization that has an owner always keeps one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -177,8 +178,60 @@ class MembershipForm(forms.ModelForm):
         return data
 
 
+class KeepsOwnersOnDeleteAdmin(ModelAdmin):
+    """The delete page and the bulk deletion (Django's: a confirmation page,
+    then the deletion) of rows whose deletion may take an organization's
+    last owner: ``owner_check`` raising ValidationError refuses them, before
+    and on confirmation, with its messages. The check and the deletion share
+    one transaction, so the organizations the check locks stay locked until
+    the deletion commits: another removal of an owner cannot pass in between."""
+
+    def owner_check(self, request: HttpRequest, objs: Iterable[Any]) -> None:
+        """Raise ValidationError when ``objs`` may not be deleted together."""
+        raise NotImplementedError
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        with transaction.atomic():
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None and self.has_delete_permission(request, obj):
+                try:
+                    self.owner_check(request, [obj])
+                except ValidationError as exc:
+                    self.message_user(request, " ".join(exc.messages), messages.ERROR)
+                    opts = self.opts
+                    change = reverse(
+                        f"admin:{opts.app_label}_{opts.model_name}_change",
+                        args=[quote(obj.pk)],
+                        current_app=self.admin_site.name,
+                    )
+                    return HttpResponseRedirect(change)
+            return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_selected_keeping_owners, name, description)
+        return actions
+
+
+def _delete_selected_keeping_owners(
+    model_admin: KeepsOwnersOnDeleteAdmin, request: HttpRequest, queryset: QuerySet[Any]
+) -> HttpResponse | None:
+    """Django's bulk deletion, refused when ``owner_check`` refuses it."""
+    with transaction.atomic():  # the check's locks held until the deletion commits
+        try:
+            model_admin.owner_check(request, queryset)
+        except ValidationError as exc:
+            model_admin.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return None
+        return admin_actions.delete_selected(model_admin, request, queryset)
+
+
 @admin.register(Membership)
-class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
+class MembershipAdmin(TenantScopedAdminMixin, KeepsOwnersOnDeleteAdmin):
     form = MembershipForm
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role"]
@@ -211,32 +264,14 @@ class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
             return False
         return super().has_change_permission(request, obj)
 
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        # One transaction for the check and the deletion: the check's lock
-        # keeps another removal of an owner from passing in between.
-        with transaction.atomic():
-            obj = self.get_object(request, unquote(object_id))
-            if obj is not None and self.has_delete_permission(request, obj):
-                try:
-                    memberships_delete_check(memberships=[obj])
-                except ValidationError as exc:
-                    self.message_user(request, " ".join(exc.messages), messages.ERROR)
-                    change = reverse(
-                        "admin:profiles_membership_change",
-                        args=[quote(obj.pk)],
-                        current_app=self.admin_site.name,
-                    )
-                    return HttpResponseRedirect(change)
-            return super().delete_view(request, object_id, extra_context)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (_delete_selected_keeping_owners, name, description)
-        return actions
+    def owner_check(self, request: HttpRequest, objs: Iterable[Membership]) -> None:
+        # Removing an owner is for those who may take ownership, first.
+        objs = list(objs)
+        if any(
+            m.role == OWNER and not may_grant_ownership(request, m.organization_id) for m in objs
+        ):
+            raise ValidationError(NOT_AN_OWNER, code="not_an_owner")
+        memberships_delete_check(memberships=objs)
 
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
         email = form.cleaned_data.get("email")
@@ -246,23 +281,3 @@ class MembershipAdmin(TenantScopedAdminMixin, ModelAdmin):
             obj.user = membership.user
             return
         super().save_model(request, obj, form, change)
-
-
-def _delete_selected_keeping_owners(
-    model_admin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
-) -> HttpResponse | None:
-    """Django's bulk deletion (its confirmation page, then the deletion), but
-    refused when it would leave an organization without an owner, or remove
-    an owner the user may not."""
-    if any(
-        m.role == OWNER and not may_grant_ownership(request, m.organization_id) for m in queryset
-    ):
-        model_admin.message_user(request, NOT_AN_OWNER, messages.ERROR)
-        return None
-    with transaction.atomic():  # the check's locks held until the deletion commits
-        try:
-            memberships_delete_check(memberships=queryset)
-        except ValidationError as exc:
-            model_admin.message_user(request, " ".join(exc.messages), messages.ERROR)
-            return None
-        return admin_actions.delete_selected(model_admin, request, queryset)
