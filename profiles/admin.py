@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ from unfold.forms import (
     UserCreationForm,
 )
 
-from profiles.admin_memberships import MembershipInline
+from profiles.admin_memberships import KeepsOwnersOnDeleteAdmin, MembershipInline
 from profiles.admin_scoping import TenantScopedAdminMixin
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import (
@@ -29,6 +30,8 @@ from profiles.services import (
     organization_save,
     organizations_lock,
     parse_scopes,
+    users_delete,
+    users_owner_check,
 )
 from profiles.tenancy import orgs_managed_by
 
@@ -37,11 +40,38 @@ admin.site.unregister(User)
 admin.site.unregister(Group)
 
 
+class OwnerUserChangeForm(UserChangeForm):
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        assert data is not None  # ModelForm.clean() returns cleaned_data
+        # Deactivated, an organization's last owner could no longer log in
+        # to manage it. The check's locks are held until the admin's
+        # transaction saves the change.
+        if "is_active" in self.changed_data and not data.get("is_active"):
+            try:
+                users_owner_check(users=[self.instance])
+            except ValidationError as exc:
+                self.add_error("is_active", exc)
+        return data
+
+
 @admin.register(User)
-class UserAdmin(BaseUserAdmin, ModelAdmin):
-    form = UserChangeForm
+class UserAdmin(BaseUserAdmin, KeepsOwnersOnDeleteAdmin):
+    form = OwnerUserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
+
+    # Deleting an account deletes its memberships: refused for an
+    # organization's last owner on the delete page and in the bulk deletion
+    # (with the reason), and by the deletion itself (``users_delete``).
+    def owner_check(self, request: HttpRequest, objs: Iterable[User]) -> None:
+        users_owner_check(users=objs)
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        users_delete(users=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        users_delete(users=queryset)
 
 
 @admin.register(Group)

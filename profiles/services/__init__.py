@@ -1,5 +1,5 @@
-"""Writes for tenancy and identity: organizations, memberships, API keys and
-the profiles usage names, one module each."""
+"""Writes for tenancy and identity: organizations, memberships, user
+accounts, API keys and the profiles usage names, one module each."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from profiles.services.profiles import (
     profiles_named,
     profiles_named_read,
 )
+from profiles.services.users import users_delete, users_owner_check
 
 __all__ = [
     "KEY_PREFIX_ALPHABET",
@@ -73,4 +74,6 @@ __all__ = [
     "profile_vanished",
     "profiles_named",
     "profiles_named_read",
+    "users_delete",
+    "users_owner_check",
 ]

@@ -59,14 +59,21 @@ def organization_owner_check(
 def memberships_delete_check(*, memberships: Iterable[Membership]) -> None:
     """Raise ValidationError when deleting ``memberships`` would leave an
     organization without an owner (``organization_owner_check``, whose locks
-    the caller's transaction holds for the deletion)."""
+    the caller's transaction holds for the deletion), with one message for
+    each such organization."""
     by_org: dict[uuid.UUID, dict[int, str | None]] = {}
     for membership in memberships:
         by_org.setdefault(membership.organization_id, {})[membership.pk] = None
+    refusals: list[ValidationError] = []
     with transaction.atomic():
         organizations_lock(by_org)  # all at once, in the order every change takes them
         for org_id, roles in by_org.items():
-            organization_owner_check(org_id=org_id, roles=roles)
+            try:
+                organization_owner_check(org_id=org_id, roles=roles)
+            except ValidationError as exc:
+                refusals.extend(exc.error_list)
+    if refusals:
+        raise ValidationError(sorted(refusals, key=lambda refusal: str(refusal.message)))
 
 
 def membership_set_check(*, org: Organization, user, role: str) -> None:

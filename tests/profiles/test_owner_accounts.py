@@ -1,19 +1,26 @@
-"""An owner whose account is deactivated, who cannot log in, does not count
-as one of an organization's owners."""
+"""An organization that has an owner who can log in keeps one when user
+accounts go: the last owner's account is neither deleted (which would take
+her membership with it) nor deactivated, on the user pages or by the
+service, and an owner whose account is deactivated does not count as one."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
 from profiles.models import Membership, Organization
-from profiles.services import membership_set
+from profiles.services import membership_set, users_delete
 from tests.admin_forms import read_form
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.profiles.test_last_owner import _login, _post_members, _roles
+from tests.quotas.helpers import run_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +48,162 @@ def _member(org: Organization, username: str, role: str, *, active: bool = True)
     user = UserFactory(username=username, is_active=active)
     MembershipFactory(user=user, organization=org, role=role)
     return user
+
+
+def _url(view: str, user: User | None = None) -> str:
+    return reverse(f"admin:auth_user_{view}", args=[] if user is None else [user.pk])
+
+
+def _messages(resp) -> list[str]:
+    return [str(m) for m in get_messages(resp.wsgi_request)]
+
+
+def _accounts() -> set[str]:
+    return set(User.objects.exclude(username="root@example.com").values_list("username", flat=True))
+
+
+def _post_user_form(client: Client, user: User, **changes: str | None):
+    """The user's change page posted back as a browser would, with ``changes``
+    (None: a box left unchecked)."""
+    url = _url("change", user)
+    data = dict(read_form(client.get(url).content.decode(), User).data)
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = [value]
+    return client.post(url, data)
+
+
+# -- deleting an account ---------------------------------------------------------------------
+
+
+def test_deleting_the_last_owners_account_is_refused_before_and_on_confirmation(
+    tenant_a, alice, bob, root
+):
+    url = _url("delete", alice)
+    for resp in (_login(root).get(url), _login(root).post(url, {"post": "yes"})):
+        assert resp.status_code == 302
+        assert resp["Location"] == _url("change", alice)
+        assert _messages(resp) == [LEFT_WITHOUT]
+    assert _accounts() == {"alice@example.com", "bob@example.com"}
+    assert _roles(tenant_a.org) == {"alice@example.com": OWNER, "bob@example.com": MEMBER}
+
+
+def test_the_refusal_names_every_organization_left_without_an_owner(
+    tenant_a, tenant_b, alice, charlie, operator
+):
+    # Globex keeps charlie; Acme and Initech would have nobody.
+    MembershipFactory(user=alice, organization=tenant_b.org, role=OWNER)
+    initech = OrganizationFactory(slug="initech", name="Initech")
+    MembershipFactory(user=alice, organization=initech, role=OWNER)
+    resp = operator.post(_url("delete", alice), {"post": "yes"})
+    assert resp.status_code == 302
+    assert _messages(resp) == [f"{LEFT_WITHOUT} {_left_without('Initech')}"]
+    assert User.objects.filter(pk=alice.pk).exists()
+
+
+def test_an_owners_account_goes_only_when_another_owner_can_log_in(tenant_a, alice, operator):
+    dave = _member(tenant_a.org, "dave@example.com", OWNER, active=False)
+    resp = operator.post(_url("delete", alice), {"post": "yes"})
+    assert resp["Location"] == _url("change", alice)
+    assert _messages(resp) == [LEFT_WITHOUT]
+
+    User.objects.filter(pk=dave.pk).update(is_active=True)
+    resp = operator.post(_url("delete", alice), {"post": "yes"})
+    assert resp.status_code == 302
+    assert resp["Location"] == _url("changelist")
+    assert _roles(tenant_a.org) == {"dave@example.com": OWNER}
+
+
+def test_the_bulk_delete_refuses_the_last_owners_account(tenant_a, alice, bob, root):
+    chosen = {"action": "delete_selected", "_selected_action": [alice.pk, bob.pk]}
+    for confirmed in ({}, {"post": "yes"}):
+        resp = _login(root).post(_url("changelist"), {**chosen, **confirmed})
+        assert resp.status_code == 302
+        assert _messages(resp) == [LEFT_WITHOUT]
+    assert _accounts() == {"alice@example.com", "bob@example.com"}
+
+    chosen = {"action": "delete_selected", "_selected_action": [bob.pk], "post": "yes"}
+    assert _login(root).post(_url("changelist"), chosen).status_code == 302
+    assert _accounts() == {"alice@example.com"}
+
+
+def test_the_bulk_delete_refuses_both_owners_accounts_at_once(tenant_a, alice, operator):
+    # Each alone leaves the other: together they leave nobody.
+    dave = _member(tenant_a.org, "dave@example.com", OWNER)
+    chosen = {"action": "delete_selected", "_selected_action": [alice.pk, dave.pk], "post": "yes"}
+    resp = operator.post(_url("changelist"), chosen)
+    assert _messages(resp) == [LEFT_WITHOUT]
+    assert _roles(tenant_a.org) == {"alice@example.com": OWNER, "dave@example.com": OWNER}
+
+
+def test_the_last_owners_account_goes_once_her_organization_is_deleted(tenant_a, alice, operator):
+    resp = operator.post(_url("delete", alice), {"post": "yes"})
+    assert _messages(resp) == [LEFT_WITHOUT]
+
+    org_delete = reverse("admin:profiles_organization_delete", args=[tenant_a.org.pk])
+    assert operator.post(org_delete, {"post": "yes"}).status_code == 302
+    assert not Organization.objects.filter(pk=tenant_a.org.pk).exists()
+    assert not Membership.objects.filter(user=alice).exists()
+
+    resp = operator.post(_url("delete", alice), {"post": "yes"})
+    assert resp["Location"] == _url("changelist")
+    assert not User.objects.filter(pk=alice.pk).exists()
+
+
+def test_users_delete_refuses_the_last_owner_and_deletes_one_of_two(tenant_a, alice):
+    with pytest.raises(ValidationError) as caught:
+        users_delete(users=[alice])
+    assert caught.value.messages == [LEFT_WITHOUT]
+    assert _roles(tenant_a.org) == {"alice@example.com": OWNER}
+
+    _member(tenant_a.org, "dave@example.com", OWNER)
+    users_delete(users=[alice])
+    assert _roles(tenant_a.org) == {"dave@example.com": OWNER}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_accounts_deleted_at_once_leave_one(tenant_a, alice, root):
+    dave = _member(tenant_a.org, "dave@example.com", OWNER)
+    client = _login(root)
+    first_deleted, commit_first = threading.Event(), threading.Event()
+    refused: list[object] = []
+
+    def work(i: int) -> None:
+        if i == 0:
+            with transaction.atomic():
+                users_delete(users=[alice])
+                first_deleted.set()
+                assert commit_first.wait(10)
+        else:
+            assert first_deleted.wait(10)
+            # The operator deletes dave while alice's deletion is not
+            # committed yet; it commits a moment later.
+            threading.Timer(0.5, commit_first.set).start()
+            resp = client.post(_url("delete", dave), {"post": "yes"})
+            refused.append(resp["Location"])
+            refused.extend(_messages(resp))
+
+    assert run_threads(2, work) == []
+    assert refused == [_url("change", dave), LEFT_WITHOUT]
+    assert _roles(tenant_a.org) == {"dave@example.com": OWNER}
+
+
+# -- deactivating an account -----------------------------------------------------------------
+
+
+def test_deactivating_the_last_owners_account_is_a_field_error(tenant_a, alice, operator):
+    dave = _member(tenant_a.org, "dave@example.com", OWNER, active=False)
+    resp = _post_user_form(operator, alice, is_active=None)
+    assert resp.status_code == 200
+    assert resp.context["adminform"].form.errors == {"is_active": [LEFT_WITHOUT]}
+    assert User.objects.get(pk=alice.pk).is_active
+
+    User.objects.filter(pk=dave.pk).update(is_active=True)
+    resp = _post_user_form(operator, alice, is_active=None)
+    assert resp.status_code == 302
+    assert not User.objects.get(pk=alice.pk).is_active
 
 
 # -- an owner who cannot log in is none ------------------------------------------------------
