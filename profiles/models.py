@@ -153,6 +153,16 @@ class Organization(BaseModel):
             models.CheckConstraint(
                 condition=models.Q(fail_mode__in=["open", "closed"]), name="org_fail_mode_valid"
             ),
+            # The shape of an ISO 4217 code; validate_currency checks the list.
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="org_currency_code"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(spike_factor__gt=1), name="org_spike_factor_above_one"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(spike_min_cost__gte=0), name="org_spike_min_cost_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,55 @@
+"""The organization fields' rules (0005-0006) in the database as well.
+
+Rows saved before those rules may break them, so they are mended first, each
+to the value that means what the old one did or, where nothing does, to the
+field's default:
+- a spike_min_cost below 0 ignored no spike, as 0 does: 0;
+- a spike_factor of 1 or less alerted on ordinary days: the default, 3;
+- a currency in small letters or with spaces: in capitals; one that is still
+  no ISO 4217 code: the default, USD (the code is a label on amounts, which
+  are priced in the catalog's currency whatever it says).
+"""
+
+from django.db import migrations, models
+
+from profiles.currencies import ISO_4217
+
+
+def mend(apps, schema_editor):
+    Organization = apps.get_model("profiles", "Organization")
+    Organization.objects.filter(spike_min_cost__lt=0).update(spike_min_cost=0)
+    Organization.objects.filter(spike_factor__lte=1).update(spike_factor=3)
+    for org in Organization.objects.exclude(currency__in=ISO_4217).only("pk", "currency"):
+        code = org.currency.strip().upper()
+        Organization.objects.filter(pk=org.pk).update(
+            currency=code if code in ISO_4217 else "USD"
+        )
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("profiles", "0007_organization_alert_emails_addresses"),
+    ]
+
+    operations = [
+        migrations.RunPython(mend, migrations.RunPython.noop, elidable=True),
+        migrations.AddConstraint(
+            model_name="organization",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("currency__regex", "^[A-Z]{3}$")), name="org_currency_code"
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="organization",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("spike_factor__gt", 1)), name="org_spike_factor_above_one"
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="organization",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("spike_min_cost__gte", 0)),
+                name="org_spike_min_cost_non_negative",
+            ),
+        ),
+    ]
