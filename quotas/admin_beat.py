@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
+import sys
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from celery import current_app
@@ -33,9 +34,13 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
+# The largest number a JSON reader's double holds; 1e400 reads as infinity.
+_DOUBLE_MAX = Decimal(sys.float_info.max)
+
+
+def _finite(text: str) -> Decimal:
+    number = Decimal(text)
+    if abs(number) > _DOUBLE_MAX:
         raise ValueError(f"{text} is out of a number's range")
     return number
 
