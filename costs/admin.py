@@ -8,7 +8,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 
-from costs.admin_filters import ProfileFilter, ProviderFilter, SortableOnlyChangeList
+from costs.admin_filters import LedgerChangeList, ProfileFilter, ProviderFilter
 from costs.exports import csv_rows
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from costs.pricing.engine import METERS
@@ -196,8 +196,8 @@ class UsageEventAdmin(ReadOnlyAdminMixin, TenantScopedAdminMixin, ModelAdmin):
     list_per_page = 100
     actions = ["export_csv", "reprice"]
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SortableOnlyChangeList]:
-        return SortableOnlyChangeList
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[LedgerChangeList]:
+        return LedgerChangeList
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
         filters = list(self.list_filter)

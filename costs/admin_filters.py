@@ -15,14 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.main import ORDER_VAR
-from django.db.models import QuerySet
+from django.db.models import Max, Min, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from unfold.contrib.filters.admin import AutocompleteSelectFilter, DropdownFilter
 from unfold.contrib.filters.forms import AutocompleteDropdownForm
 from unfold.views import ChangeList
 
 from costs.models import DailyUsage
-from profiles.admin_scoping import visible_to
+from profiles.admin_scoping import tenant_access, visible_to
+from profiles.models import Organization
 
 
 class ProviderFilter(DropdownFilter):
@@ -96,3 +97,60 @@ class SortableOnlyChangeList(ChangeList):
             if self.get_ordering_field(name):
                 return True
         return False
+
+
+class LedgerChangeList(SortableOnlyChangeList):
+    """A page of the ledger in time order across several organizations (an
+    operator's, or a member's of more than one) without sorting them all.
+
+    The ledger's time index begins with the organization, so "the newest 100
+    events of every tenant" was a read and sort of the whole ledger (480 ms at
+    500,000 events, growing with every one). Each organization's own k-th
+    newest event, k the rows up to the end of the page, is an index walk of k
+    rows; every event on the page is at least as new as the newest of those
+    (that organization alone has k events as new), so the page comes from the
+    events that new or newer, which each organization's index finds by range
+    -- at most k of them per organization. The same holds oldest first.
+    Other filters ride along in both reads. Only the page is cut: actions on
+    "all" still act on every matching event."""
+
+    queryset: QuerySet[Any]
+
+    def get_results(self, request: HttpRequest) -> None:
+        everything = self.queryset
+        self.queryset = self._page_window(request, everything)
+        try:
+            super().get_results(request)
+        finally:
+            self.queryset = everything
+
+    def _page_window(self, request: HttpRequest, qs: QuerySet[Any]) -> QuerySet[Any]:
+        orgs = self._organizations(request)
+        order = [str(o) for o in qs.query.order_by]
+        if len(orgs) < 2 or not order or order[0].lstrip("-") != "occurred_at":
+            return qs
+        paginator = self.model_admin.get_paginator(request, qs, self.list_per_page)
+        if not 1 <= self.page_num <= paginator.num_pages:
+            return qs  # no such page: Django answers it
+        newest_first = order[0].startswith("-")
+        k = self.page_num * self.list_per_page
+        kth = (
+            qs.filter(organization_id=OuterRef("pk"))
+            .order_by(order[0])
+            .values("occurred_at")[k - 1 : k]
+        )
+        pick = Max if newest_first else Min
+        bound = (
+            Organization.objects.filter(pk__in=orgs)
+            .annotate(kth=Subquery(kth))
+            .aggregate(bound=pick("kth"))["bound"]
+        )
+        if bound is None:  # no organization has k events: the page is all there is
+            return qs
+        side = "occurred_at__gte" if newest_first else "occurred_at__lte"
+        return qs.filter(organization_id__in=orgs, **{side: bound})
+
+    def _organizations(self, request: HttpRequest) -> list[object]:
+        if request.user.is_superuser:
+            return list(Organization.objects.values_list("pk", flat=True))
+        return list(tenant_access(request).visible)
