@@ -39,8 +39,12 @@ _DOUBLE_MAX = Decimal(sys.float_info.max)
 
 
 def _finite(text: str) -> Decimal:
-    number = Decimal(text)
-    if abs(number) > _DOUBLE_MAX:
+    try:
+        number = Decimal(text)
+        fits = abs(number) <= _DOUBLE_MAX
+    except ArithmeticError:  # an exponent past even Decimal's range
+        fits = False
+    if not fits:
         raise ValueError(f"{text} is out of a number's range")
     return number
 

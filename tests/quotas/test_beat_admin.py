@@ -105,6 +105,8 @@ NOT_JSON = "cannot read this as JSON"
         ("args", "[NaN]", NOT_JSON),
         ("kwargs", '{"org_id": Infinity}', NOT_JSON),
         ("headers", '{"a": 1e400}', NOT_JSON),
+        ("args", "[1e999999999999999999]", NOT_JSON),
+        ("kwargs", '{"org_id": 1E+99999999999999999999999999}', NOT_JSON),
         # JSON that kombu's decoding, which beat reads with, fails on.
         ("args", '[{"__type__": "bytes", "__value__": 5}]', NOT_JSON),
         ("kwargs", '{"org_id": {"__type__": "decimal", "__value__": "x"}}', NOT_JSON),
