@@ -20,7 +20,12 @@ from rest_framework.response import Response
 from costs.api.filters import USAGE_FILTER_PARAMETERS, UsageEventFilter
 from costs.exports import EXPORT_FIELDS, csv_rows, json_rows
 from costs.models import UsageEvent
-from costs.selectors.ledger import usage_events, usage_summary, usage_summary_all_time
+from costs.selectors.ledger import (
+    ROLLED_UP,
+    usage_events,
+    usage_summary,
+    usage_summary_all_time,
+)
 from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import paginated
@@ -200,10 +205,11 @@ class UsageSummaryApi(_LedgerReadBase):
     def get(self, request: Request) -> Response:
         profile, filterset = self.filters(request)
         given = {k: v for k, v in filterset.form.cleaned_data.items() if v not in (None, "")}
-        if given.keys() & {"tag", "since", "until"}:
-            rows = usage_summary(events=filterset.qs)
-        else:  # everything the organization (or profile) ever used: the rollups hold it
+        if given.keys() <= set(ROLLED_UP):
+            # Everything the organization (or profile) ever used: the rollups hold it.
             rows = usage_summary_all_time(org=self.org, profile=profile, **given)
+        else:  # a tag or a time range: only the ledger has them
+            rows = usage_summary(events=filterset.qs)
         by_provider = [_summary_row(r) for r in rows]
         totals: dict[str, Any] = {}
         for r in rows:

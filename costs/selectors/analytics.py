@@ -21,10 +21,18 @@ MONEY = Decimal("0.000000000001")
 
 
 def rollups(
-    *, org: Organization, since: date, until: date, profile: Profile | None = None
+    *,
+    org: Organization,
+    since: date | None,
+    until: date | None,
+    profile: Profile | None = None,
 ) -> QuerySet[DailyUsage]:
-    """Rollup rows of ``org`` for local days in [since, until)."""
-    qs = for_org(DailyUsage.objects.all(), org).filter(day__gte=since, day__lt=until)
+    """Rollup rows of ``org`` for local days in [since, until) (None: no bound)."""
+    qs = for_org(DailyUsage.objects.all(), org)
+    if since is not None:
+        qs = qs.filter(day__gte=since)
+    if until is not None:
+        qs = qs.filter(day__lt=until)
     if profile is not None:
         qs = qs.filter(profile=profile)
     return qs

@@ -7,7 +7,8 @@ from django.db import connection
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
-from costs.models import COUNT_METERS, DailyUsage, UsageEvent
+from costs.models import COUNT_METERS, UsageEvent
+from costs.selectors.analytics import rollups
 from profiles.models import Organization, Profile
 from profiles.tenancy import for_org
 
@@ -41,17 +42,24 @@ def usage_summary(*, events: QuerySet[UsageEvent]) -> list[dict[str, object]]:
     )
 
 
+# The ledger filters the rollups have as columns of their own.
+ROLLED_UP = ("provider", "model", "operation")
+
+
 def usage_summary_all_time(
     *, org: Organization, profile: Profile | None = None, **columns: str
 ) -> list[dict[str, object]]:
     """What ``usage_summary`` gives for all of the organization's events
-    (that profile's only, when given; ``columns``: provider, model or
-    operation equal to a value), read from the daily rollups, which hold
-    every event once: no ledger scan, however long the history. Only for
-    no time range: a rollup's day is the organization's local day when the
-    event was recorded, which a later change of time zone leaves as it was."""
-    qs = for_org(DailyUsage.objects.all(), org).filter(**columns)
-    if profile is not None:
-        qs = qs.filter(profile=profile)
+    (that profile's only, when given; ``columns``: some of ``ROLLED_UP``,
+    each equal to a value), read from the daily rollups, which hold every
+    event once: no ledger scan, however long the history. Only for no time
+    range: a rollup's day is the organization's local day when the event was
+    recorded, which a later change of time zone leaves as it was. Rows a
+    repricing emptied (the events moved to another model's row) are left
+    out, as the ledger has no such events."""
+    unknown = columns.keys() - set(ROLLED_UP)
+    if unknown:
+        raise ValueError(f"not rollup columns: {sorted(unknown)}")
+    qs = rollups(org=org, since=None, until=None, profile=profile).filter(events__gt=0, **columns)
     sums = {m: Sum(m) for m in ["events", *_SUMMED]}
     return list(qs.order_by().values("provider").annotate(**sums).order_by("provider"))

@@ -405,3 +405,24 @@ def test_concurrent_reprices_price_each_event_exactly_once(catalog, tenant_a, mo
     # A double reprice would add an event's cost to its rollup twice.
     assert rollup == {"cost": Decimal("1.26"), "events": 300, "unpriced": 0}
     _assert_rollups_equal_ledger(tenant_a.org)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [REQUESTED, "gpt-new"])
+def test_the_all_time_summary_after_a_reprice_is_the_ledgers(catalog, tenant_a, model):
+    """The summary reads the rollups when asked for all time, the ledger when
+    given a time range; a repricing moves the events to their model's name
+    and leaves the old rollup rows at zero, which must not show."""
+    for i in range(2):
+        _record(tenant_a, f"u-{i}", profile="p-1")
+    _price_gpt_new()
+    usage_reprice()
+    client = tenant_a.client()
+    all_time = client.get("/api/v1/usage/summary", {"model": model}).json()
+    ranged = client.get(
+        "/api/v1/usage/summary", {"model": model, "since": "2000-01-01T00:00:00Z"}
+    ).json()
+    assert all_time == ranged
+    events = 2 if model == "gpt-new" else 0
+    assert all_time["totals"]["events"] == events
+    assert len(all_time["by_provider"]) == (1 if events else 0)
