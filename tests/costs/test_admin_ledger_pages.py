@@ -144,3 +144,11 @@ def test_an_action_on_all_matching_events_still_takes_all_of_them(orgs):
     assert resp.status_code == 200
     rows = list(csv.reader(io.StringIO(b"".join(resp.streaming_content).decode())))
     assert len(rows) - 1 == UsageEvent.objects.count() == 22
+
+
+def test_a_search_still_pages_through_every_match(orgs):
+    """A search is left to the full sort (its matches may be few, and the
+    walks to k of them long); its pages are the same as ever."""
+    client = _operator()
+    acme = UsageEvent.objects.filter(idempotency_key__icontains="acme")
+    assert _walk(client, {"q": "acme"}) == _expected(acme)
