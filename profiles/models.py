@@ -153,9 +153,9 @@ class Organization(BaseModel):
             models.CheckConstraint(
                 condition=models.Q(fail_mode__in=["open", "closed"]), name="org_fail_mode_valid"
             ),
-            # The shape of an ISO 4217 code; validate_currency checks the list.
+            # validate_currency's list, so raw SQL and update() keep to it too.
             models.CheckConstraint(
-                condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="org_currency_code"
+                condition=models.Q(currency__in=sorted(ISO_4217)), name="org_currency_code"
             ),
             models.CheckConstraint(
                 condition=models.Q(spike_factor__gt=1), name="org_spike_factor_above_one"
