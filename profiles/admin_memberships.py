@@ -77,7 +77,7 @@ class MembershipInlineFormSet(PaginationInlineFormSet):
         # The rows together: each alone may leave another owner that a
         # second row of the same post deletes or demotes.
         roles: dict[int, str | None] = {}
-        new_owners = 0
+        new_owners: list[object] = []
         grants = self.grants_ownership(self.instance.pk)
         for form in self.forms:
             existing = form.instance.pk is not None
@@ -96,12 +96,12 @@ class MembershipInlineFormSet(PaginationInlineFormSet):
                 roles[form.instance.pk] = role
             else:
                 # A new member, or a row given another user (its user leaves);
-                # an owner whose account cannot log in is none.
+                # the check counts the new owners whose accounts can log in.
                 if existing:
                     roles[form.instance.pk] = None
                 user = form.cleaned_data.get("user")
-                if form.has_changed() and role == OWNER and user is not None and user.is_active:
-                    new_owners += 1
+                if form.has_changed() and role == OWNER and user is not None:
+                    new_owners.append(user.pk)
         organization_owner_check(org_id=self.instance.pk, roles=roles, new_owners=new_owners)
 
 
@@ -163,15 +163,17 @@ class MembershipForm(forms.ModelForm):
                 except ValidationError as exc:
                     self.add_error("role", exc)
             return data
-        # An operator may move the membership, or give it to another user:
-        # one whose account cannot log in owns nothing.
+        # An operator may move the membership, or give it to another user,
+        # who owns it only if their account can log in (the check looks).
         moved = org is not None and org.pk != self.instance.organization_id
         user = data.get("user")
-        handed = "user" in self.changed_data and user is not None and not user.is_active
+        handed = "user" in self.changed_data and user is not None
+        arriving = [user.pk] if user is not None and handed and not moved and role == OWNER else []
         try:
             organization_owner_check(
                 org_id=self.instance.organization_id,
                 roles={self.instance.pk: None if moved or handed else role},
+                new_owners=arriving,
             )
         except ValidationError as exc:
             self.add_error("organization" if moved else "user" if handed else "role", exc)

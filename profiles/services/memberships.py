@@ -4,8 +4,9 @@ has an owner (who can log in) always keeps one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -18,27 +19,33 @@ from profiles.services.organizations import _user_for_email, organizations_lock
 
 
 def organization_owner_check(
-    *, org_id: uuid.UUID | str, roles: Mapping[int, str | None], new_owners: int = 0
+    *,
+    org_id: uuid.UUID | str,
+    roles: Mapping[int, str | None],
+    new_owners: Collection[object] = (),
 ) -> None:
     """Raise ValidationError when the organization ``org_id``, which has an
     owner, would be left with none once the memberships in ``roles`` (by id)
     take their new role (None: deleted, or moved to another organization)
-    and ``new_owners`` memberships are added as owners: the last owner
+    and the users ``new_owners`` (ids) are made owners, in new rows or rows
+    handed to them: the last owner
     removing or demoting themselves would leave nobody who surely manages
     it, but operators. An organization that has no owner (made without one)
     is left as it is.
 
     An owner counts only while their account is active: one who cannot log
     in manages nothing, so an organization whose owners are all deactivated
-    has none, and a deactivated member made owner gives it none. Callers
-    count in ``new_owners`` only members whose accounts are active.
+    has none, and a deactivated member made owner gives it none.
 
     Locks the organization first (``organizations_lock``) in the caller's
     transaction, which should make the change before it commits: two
     managers taking away each other's ownership at once are judged one after
-    the other, and the second is refused."""
+    the other, and the second is refused. Then the new owners' accounts, so
+    that one being deactivated meanwhile (``users_owner_check``, which locks
+    them first) is seen here as it ends."""
     with transaction.atomic():
         organizations_lock([org_id])
+        arriving = _active_locked(new_owners)
         owner = Membership.Role.OWNER
         rows = list(
             Membership.objects.filter(organization_id=org_id, user__is_active=True)
@@ -47,13 +54,27 @@ def organization_owner_check(
         )
         now = {pk for pk, role in rows if role == owner}
         after = {pk for pk, role in rows if roles.get(pk, role) == owner}
-        if not now or after or new_owners:
+        if not now or after or arriving:
             return
         name = Organization.objects.filter(pk=org_id).values_list("name", flat=True).first()
         raise ValidationError(
             f"{name} would be left without an owner: make another member its owner first.",
             code="last_owner",
         )
+
+
+def _active_locked(user_ids: Collection[object]) -> list[object]:
+    """Of ``user_ids``, the accounts that can log in, locked for the
+    caller's transaction (in id order, as ``users_owner_check`` takes them)."""
+    if not user_ids:
+        return []
+    return list(
+        get_user_model()
+        .objects.select_for_update()
+        .filter(pk__in=list(user_ids), is_active=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def memberships_delete_check(*, memberships: Iterable[Membership]) -> None:

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from profiles.models import Membership
 from profiles.services.memberships import memberships_delete_check
+from profiles.services.organizations import organizations_lock
 
 
 def users_owner_check(*, users: Iterable[AbstractBaseUser]) -> None:
@@ -21,14 +22,21 @@ def users_owner_check(*, users: Iterable[AbstractBaseUser]) -> None:
     log in (``organization_owner_check``, which leaves an organization that
     has none already as it is).
 
-    Locks the organizations they own in the caller's transaction, which
-    should delete or deactivate them before it commits: two owners' accounts
-    removed at once are judged one after the other, and the second is
-    refused."""
-    owned = Membership.objects.filter(
-        user_id__in=[user.pk for user in users], role=Membership.Role.OWNER
-    )
-    memberships_delete_check(memberships=owned)
+    Locks the organizations they own, then the accounts, in the caller's
+    transaction, which should delete or deactivate them before it commits:
+    two owners' accounts removed at once are judged one after the other, and
+    the second is refused; an account being made an owner meanwhile
+    (``organization_owner_check`` locks the new owners' accounts) is either
+    an owner here, or seen deactivated or gone when that check's turn comes."""
+    ids = [user.pk for user in users]
+    owned = Membership.objects.filter(user_id__in=ids, role=Membership.Role.OWNER)
+    with transaction.atomic():
+        # Organizations before accounts, the order organization_owner_check
+        # takes them in; then again what they own now that no one can make
+        # them owners meanwhile.
+        organizations_lock({m.organization_id for m in owned})
+        list(get_user_model().objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+        memberships_delete_check(memberships=list(owned.all()))  # read again
 
 
 def users_delete(*, users: Iterable[AbstractBaseUser]) -> None:

@@ -265,3 +265,74 @@ def test_the_owners_membership_given_to_a_deactivated_account_is_a_field_error(
     assert resp.status_code == 200
     assert resp.context["adminform"].form.errors == {"user": [LEFT_WITHOUT]}
     assert Membership.objects.get(pk=alices.pk).user_id == alice.pk
+
+
+# -- an account made owner while it is deactivated ------------------------------------------
+
+
+def _hand_ownership(org: Organization, alices: Membership, carol: User) -> None:
+    """Alice (the only owner) makes carol owner and steps down, as the
+    organization page's member rows do: checked, then written."""
+    from profiles.services import organization_owner_check
+
+    organization_owner_check(org_id=org.pk, roles={alices.pk: MEMBER}, new_owners=[carol.pk])
+    Membership.objects.create(organization=org, user=carol, role=OWNER)
+    Membership.objects.filter(pk=alices.pk).update(role=MEMBER)
+
+
+def _race(first, second) -> list[BaseException]:
+    """``first`` runs in a transaction that commits half a second after
+    ``second`` has started in its own; returns what ``second`` raised."""
+    started, commit = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def work(i: int) -> None:
+        if i == 0:
+            with transaction.atomic():
+                first()
+                started.set()
+                assert commit.wait(10)
+        else:
+            assert started.wait(10)
+            threading.Timer(0.5, commit.set).start()
+            try:
+                with transaction.atomic():
+                    second()
+            except ValidationError as exc:
+                raised.append(exc)
+
+    assert run_threads(2, work) == []
+    return raised
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_deactivated_meanwhile_is_not_made_the_last_owner(tenant_a, alice):
+    from profiles.services import users_owner_check
+
+    carol = UserFactory(username="carol@example.com")
+    alices = Membership.objects.get(user=alice, organization=tenant_a.org)
+
+    def deactivate() -> None:
+        users_owner_check(users=[carol])  # she owns nothing yet
+        User.objects.filter(pk=carol.pk).update(is_active=False)
+
+    raised = _race(deactivate, lambda: _hand_ownership(tenant_a.org, alices, carol))
+    assert [e.messages for e in raised] == [[LEFT_WITHOUT]]
+    assert _roles(tenant_a.org) == {"alice@example.com": OWNER}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_made_the_last_owner_meanwhile_is_not_deactivated(tenant_a, alice):
+    from profiles.services import users_owner_check
+
+    carol = UserFactory(username="carol@example.com")
+    alices = Membership.objects.get(user=alice, organization=tenant_a.org)
+
+    def deactivate() -> None:
+        users_owner_check(users=[carol])
+        User.objects.filter(pk=carol.pk).update(is_active=False)
+
+    raised = _race(lambda: _hand_ownership(tenant_a.org, alices, carol), deactivate)
+    assert [e.messages for e in raised] == [[LEFT_WITHOUT]]
+    assert User.objects.get(pk=carol.pk).is_active
+    assert _roles(tenant_a.org) == {"alice@example.com": MEMBER, "carol@example.com": OWNER}
