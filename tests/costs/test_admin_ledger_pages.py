@@ -128,7 +128,7 @@ def test_the_page_is_read_from_a_window_of_time_not_the_whole_ledger(orgs, page,
     pages = [
         q["sql"]
         for q in captured.captured_queries
-        if q["sql"].startswith('SELECT "costs_usageevent"."id"') and "LIMIT" in q["sql"]
+        if q["sql"].startswith('SELECT "costs_usageevent"."id", ') and "LIMIT" in q["sql"]
     ]
     assert len(pages) == 1
     assert f'"costs_usageevent"."occurred_at" >= \'2026-11-01 {bound}' in pages[0]
@@ -152,3 +152,16 @@ def test_a_search_still_pages_through_every_match(orgs):
     client = _operator()
     acme = UsageEvent.objects.filter(idempotency_key__icontains="acme")
     assert _walk(client, {"q": "acme"}) == _expected(acme)
+
+
+def test_a_filter_too_sparse_for_the_window_is_paged_by_the_full_sort(orgs, monkeypatch):
+    """Windows of the newest 3 and 6 events per organization (x1, x2) hold
+    no anthropic event of Globex's; its pages are still every match."""
+    from costs.admin_filters import LedgerChangeList
+
+    monkeypatch.setattr(LedgerChangeList, "WIDENING", (1, 2))
+    rare = UsageEvent.objects.filter(provider="anthropic", organization=orgs[1])
+    assert rare.count() == 2
+    client = _operator()
+    params = {"provider": "anthropic", "q": "globex"}
+    assert _walk(client, params) == _expected(rare)
