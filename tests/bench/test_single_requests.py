@@ -12,8 +12,8 @@ The organization has three budgets (two block, one warn), so a check matches
 all three and a reservation holds two counters. A single client (c1) is run
 too: it shows the service time without queueing.
 
-  BENCH_SINGLE_SECONDS       seconds per scenario and concurrency (default 4)
-  BENCH_SINGLE_ROUNDS        windows the seconds are split into (default 2)
+  BENCH_SINGLE_SECONDS       seconds per scenario and concurrency (default 8)
+  BENCH_SINGLE_ROUNDS        windows the seconds are split into (default 4)
   BENCH_SINGLE_CONCURRENCY   comma-separated client counts (default 1,8,16,32)
 
 The scenarios of a concurrency take turns, window by window (read, ingest,
@@ -104,7 +104,7 @@ RESERVE = _check_body(True)
 
 
 def test_single_requests(server, machine):
-    seconds = env_float("BENCH_SINGLE_SECONDS", 4.0)
+    seconds = env_float("BENCH_SINGLE_SECONDS", 8.0)
     levels = [
         int(x) for x in os.environ.get("BENCH_SINGLE_CONCURRENCY", "1,8,16,32").split(",") if x
     ]
@@ -131,7 +131,7 @@ def test_single_requests(server, machine):
     }  # fmt: skip
 
     queries = _query_counts(tenant, run)
-    rounds = max(1, env_int("BENCH_SINGLE_ROUNDS", 2))
+    rounds = max(1, env_int("BENCH_SINGLE_ROUNDS", 4))
     checkpoint = "done"
     try:
         with pg_connect(autocommit=True) as conn:
