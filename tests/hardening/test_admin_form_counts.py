@@ -1,0 +1,50 @@
+"""A formset's forged form count: an inline's post holds no more forms than
+its rows and TenantInlineMixin.NEW_ROWS more (Django's own cap, 2,000 forms,
+cost a worker seconds per post), and is refused with the formset's error."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from profiles.admin_scoping import TenantInlineMixin
+from profiles.models import Membership, Organization
+from tests.admin_forms import read_form
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _post_with_forms(client: Client, org: Organization, total: int):
+    url = reverse("admin:profiles_organization_change", args=[org.pk])
+    data = dict(read_form(client.get(url).content.decode(), Organization).data)
+    data["memberships-TOTAL_FORMS"] = [str(total)]
+    return client.post(url, {**data, "name": ["Renamed"]})
+
+
+@pytest.mark.parametrize("who", ["superuser", "owner"])
+def test_more_forms_than_rows_and_new_ones_is_refused(tenant_a, alice, bob, who):
+    user = UserFactory(is_superuser=True) if who == "superuser" else alice
+    client = Client()
+    client.force_login(user)
+    resp = _post_with_forms(client, tenant_a.org, 2000)
+    assert resp.status_code == 200
+    formset = resp.context["inline_admin_formsets"][0].formset
+    assert formset.absolute_max == 2 + TenantInlineMixin.NEW_ROWS  # alice's, bob's, new
+    assert len(formset.forms) == formset.absolute_max
+    # Django names max_num, which is 0 where the user may not add members.
+    (error,) = formset.non_form_errors()
+    assert error.startswith("Please submit at most ")
+    tenant_a.org.refresh_from_db()
+    assert tenant_a.org.name == "Acme"
+    assert Membership.objects.filter(organization=tenant_a.org).count() == 2
+
+
+def test_a_count_within_the_cap_saves_as_ever(tenant_a, alice, bob):
+    client = Client()
+    client.force_login(alice)
+    resp = _post_with_forms(client, tenant_a.org, 2 + TenantInlineMixin.NEW_ROWS)
+    assert resp.status_code == 302  # the blank new forms are ignored
+    tenant_a.org.refresh_from_db()
+    assert tenant_a.org.name == "Renamed"
