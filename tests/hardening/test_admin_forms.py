@@ -57,8 +57,8 @@ NONSENSE: dict[str, list[Any]] = {
     "json": ["-1", "1e400", "NaN", JSON_NUL],
     "bool": ["abc"],
     "relation": ["abc", "99999999999999999999999", OTHER],
-    # Not a huge count: Django caps it (absolute_max), at up to 2,000 blank
-    # forms a post, seconds each.
+    # Not a huge count: the tenant inlines cap it at their rows and 100 more
+    # (test_admin_form_counts.py); the operators' price rows at Django's 2,000.
     "count": ["-1", "NaN"],
 }
 # For an input no model field describes (a form's own field).
