@@ -139,6 +139,7 @@ class LedgerChangeList(SortableOnlyChangeList):
             return qs  # no such page: Django answers it
         newest_first = order[0].startswith("-")
         side = "occurred_at__gte" if newest_first else "occurred_at__lte"
+        pick = Max if newest_first else Min
         k = self.page_num * self.list_per_page
         orgs = visible_to(request, Organization.objects.all(), path="")
         for widen in self.WIDENING:
@@ -148,7 +149,6 @@ class LedgerChangeList(SortableOnlyChangeList):
                 .order_by(order[0])
                 .values("occurred_at")[n - 1 : n]
             )
-            pick = Max if newest_first else Min
             bound = orgs.annotate(nth=Subquery(nth)).aggregate(bound=pick("nth"))["bound"]
             if bound is None:  # no organization has n events: the sort is of few
                 return qs

@@ -41,12 +41,11 @@ _DOUBLE_MAX = Decimal(sys.float_info.max)
 def _finite(text: str) -> Decimal:
     try:
         number = Decimal(text)
-        fits = abs(number) <= _DOUBLE_MAX
+        if abs(number) <= _DOUBLE_MAX:
+            return number
     except ArithmeticError:  # an exponent past even Decimal's range
-        fits = False
-    if not fits:
-        raise ValueError(f"{text} is out of a number's range")
-    return number
+        pass
+    raise ValueError(f"{text} is out of a number's range")
 
 
 def beat_reads(text: str) -> Any:
