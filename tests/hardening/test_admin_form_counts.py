@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from profiles.admin_scoping import TenantInlineMixin
 from profiles.models import Membership, Organization
-from tests.admin_forms import read_form
+from tests.admin_forms import post_form
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,9 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def _post_with_forms(client: Client, org: Organization, total: int):
     url = reverse("admin:profiles_organization_change", args=[org.pk])
-    data = dict(read_form(client.get(url).content.decode(), Organization).data)
-    data["memberships-TOTAL_FORMS"] = [str(total)]
-    return client.post(url, {**data, "name": ["Renamed"]})
+    changes = {"memberships-TOTAL_FORMS": str(total), "name": "Renamed"}
+    return post_form(client, url, Organization, **changes)
 
 
 @pytest.mark.parametrize("who", ["superuser", "owner"])

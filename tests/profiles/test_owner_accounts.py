@@ -280,6 +280,14 @@ def _hand_ownership(org: Organization, alices: Membership, carol: User) -> None:
     Membership.objects.filter(pk=alices.pk).update(role=MEMBER)
 
 
+def _deactivate(user: User) -> None:
+    """What the user change form does on unchecking is_active: check, then save."""
+    from profiles.services import users_owner_check
+
+    users_owner_check(users=[user])
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+
 def _race(first, second) -> list[BaseException]:
     """``first`` runs in a transaction that commits half a second after
     ``second`` has started in its own; returns what ``second`` raised."""
@@ -307,32 +315,19 @@ def _race(first, second) -> list[BaseException]:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_account_deactivated_meanwhile_is_not_made_the_last_owner(tenant_a, alice):
-    from profiles.services import users_owner_check
-
     carol = UserFactory(username="carol@example.com")
     alices = Membership.objects.get(user=alice, organization=tenant_a.org)
-
-    def deactivate() -> None:
-        users_owner_check(users=[carol])  # she owns nothing yet
-        User.objects.filter(pk=carol.pk).update(is_active=False)
-
-    raised = _race(deactivate, lambda: _hand_ownership(tenant_a.org, alices, carol))
+    # Carol owns nothing yet when her account is deactivated.
+    raised = _race(lambda: _deactivate(carol), lambda: _hand_ownership(tenant_a.org, alices, carol))
     assert [e.messages for e in raised] == [[LEFT_WITHOUT]]
     assert _roles(tenant_a.org) == {"alice@example.com": OWNER}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_account_made_the_last_owner_meanwhile_is_not_deactivated(tenant_a, alice):
-    from profiles.services import users_owner_check
-
     carol = UserFactory(username="carol@example.com")
     alices = Membership.objects.get(user=alice, organization=tenant_a.org)
-
-    def deactivate() -> None:
-        users_owner_check(users=[carol])
-        User.objects.filter(pk=carol.pk).update(is_active=False)
-
-    raised = _race(lambda: _hand_ownership(tenant_a.org, alices, carol), deactivate)
+    raised = _race(lambda: _hand_ownership(tenant_a.org, alices, carol), lambda: _deactivate(carol))
     assert [e.messages for e in raised] == [[LEFT_WITHOUT]]
     assert User.objects.get(pk=carol.pk).is_active
     assert _roles(tenant_a.org) == {"alice@example.com": MEMBER, "carol@example.com": OWNER}
