@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
+from django.db.models import Q
 from django.db.models.functions import Collate
 
 from config.rows import FEW_ROWS, fetch, pg_array
@@ -49,6 +50,22 @@ def rollup_move(*, before: Sequence[UsageEvent], after: Sequence[UsageEvent]) ->
     _add_totals(totals, _rows_of(before), -1)
     _add_totals(totals, _rows_of(after), 1)
     _write_totals(totals)
+    _delete_emptied([key for key, sums in totals.items() if sums[0] < 0])
+
+
+def _delete_emptied(keys: Sequence[RollupKey]) -> None:
+    """Delete the rows of ``keys`` that count no event any more (every event
+    they had moved to another row): a row at zero would be a day, profile and
+    model with no usage. The rows were just written by this transaction, so
+    they are locked: an ingestion adding to one waits, then writes a new row."""
+    for start in range(0, len(keys), 100):
+        match = Q()
+        for org, day, profile, provider, model, operation in keys[start : start + 100]:
+            same_profile = Q(profile_id__isnull=True) if profile is None else Q(profile_id=profile)
+            match |= same_profile & Q(
+                organization_id=org, day=day, provider=provider, model=model, operation=operation
+            )
+        DailyUsage.objects.filter(match, events=0).delete()
 
 
 def rollup_add_rows(*, rows: Iterable[RollupRow]) -> None:

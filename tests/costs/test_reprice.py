@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Sum
 
-from costs.models import COUNT_METERS, AIModel, DailyUsage, Price, Provider, UsageEvent
+from costs.models import COUNT_METERS, METERS, AIModel, DailyUsage, Price, Provider, UsageEvent
 from costs.selectors.catalog import catalog_cache_clear
 from costs.services import EventInput, usage_record, usage_reprice
 
@@ -89,8 +89,8 @@ def _rollup_by_key(org) -> dict[tuple, dict]:
             "audio_seconds": r.audio_seconds,
             **{m: getattr(r, m) for m in COUNT_METERS},
         }
-        if any(row.values()):  # a row moved to zero is as good as no row
-            out[tuple(getattr(r, k) for k in ROLLUP_KEY)] = row
+        # Every row, those at zero too: a repricing deletes the rows it empties.
+        out[tuple(getattr(r, k) for k in ROLLUP_KEY)] = row
     return out
 
 
@@ -145,8 +145,8 @@ def test_reprice_prices_events_once_a_price_exists(catalog, tenant_a):
         cost=Sum("cost"), events=Sum("events"), unpriced=Sum("unpriced_events")
     )
     assert totals == {"cost": 3 * COST_PER_EVENT, "events": 3, "unpriced": 0}  # 0.0126
-    # No row still counts events under the unresolved name.
-    assert not DailyUsage.objects.filter(model=REQUESTED).exclude(events=0).exists()
+    # No row is left under the unresolved name, not even one at zero.
+    assert not DailyUsage.objects.filter(model=REQUESTED).exists()
 
 
 @pytest.mark.django_db
@@ -412,7 +412,7 @@ def test_concurrent_reprices_price_each_event_exactly_once(catalog, tenant_a, mo
 def test_the_all_time_summary_after_a_reprice_is_the_ledgers(catalog, tenant_a, model):
     """The summary reads the rollups when asked for all time, the ledger when
     given a time range; a repricing moves the events to their model's name
-    and leaves the old rollup rows at zero, which must not show."""
+    and deletes the rollup rows it empties, which must not show."""
     for i in range(2):
         _record(tenant_a, f"u-{i}", profile="p-1")
     _price_gpt_new()
@@ -426,3 +426,42 @@ def test_the_all_time_summary_after_a_reprice_is_the_ledgers(catalog, tenant_a, 
     events = 2 if model == "gpt-new" else 0
     assert all_time["totals"]["events"] == events
     assert len(all_time["by_provider"]) == (1 if events else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
+    catalog, tenant_a, monkeypatch
+):
+    """A repricing deletes the row it empties while holding its lock; an
+    ingestion's upsert on that row meanwhile (one that read the catalog
+    before the price came) waits, then writes a row of its own: its event
+    is counted, the repriced ones are not counted twice."""
+    import time
+
+    import costs.services.reprice as reprice_module
+    from costs.services.rollups import rollup_add_rows
+    from tests.quotas.helpers import InBackground
+
+    first = _record(tenant_a, "u-0")
+    _price_gpt_new()
+    moved = threading.Event()
+    rollup_move = reprice_module.rollup_move
+
+    def move_then_hold(**kwargs):
+        rollup_move(**kwargs)
+        moved.set()
+        time.sleep(1.0)  # the emptied row deleted, the transaction still open
+
+    monkeypatch.setattr(reprice_module, "rollup_move", move_then_hold)
+    with InBackground(usage_reprice):
+        assert moved.wait(10)
+        key = (tenant_a.org.pk, AFTER_PRICE.date(), None, "openai", REQUESTED, "chat")
+        usage = {"input_tokens": 1000, "output_tokens": 100}
+        # Waits for the reprice's lock on the row it deleted, then inserts.
+        rollup_add_rows(rows=[(key, False, [usage.get(m, 0) for m in METERS], Decimal(0), None)])
+    rows = {
+        r.model: (r.events, r.unpriced_events, r.cost)
+        for r in DailyUsage.objects.filter(organization=tenant_a.org)
+    }
+    assert rows == {REQUESTED: (1, 1, Decimal(0)), "gpt-new": (1, 0, COST_PER_EVENT)}
+    assert UsageEvent.objects.get(id=first["id"]).priced is True
