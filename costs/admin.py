@@ -16,6 +16,7 @@ from costs.selectors.catalog import catalog_cache_clear
 from costs.services.catalog import price_is_used
 from costs.services.reprice import usage_reprice
 from profiles.admin_scoping import (
+    FormCountCapMixin,
     GlobalCatalogAdminMixin,
     ReadOnlyAdminMixin,
     TenantScopedAdminMixin,
@@ -35,7 +36,7 @@ class ProviderAdmin(GlobalCatalogAdminMixin, ModelAdmin):
         catalog_cache_clear()
 
 
-class PriceInline(TabularInline):
+class PriceInline(FormCountCapMixin, TabularInline):
     """A model's price history: global rows and the viewer's own overrides."""
 
     model = Price

@@ -15,8 +15,16 @@ from celery.schedules import ParseException, crontab
 from django import forms
 from django.contrib import admin
 from django_celery_beat import admin as beat_admin
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 from kombu.utils.json import loads
+
+from profiles.admin_scoping import FormCountCapMixin
 
 CRON_PARTS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
 
@@ -161,8 +169,13 @@ class CrontabScheduleForm(forms.ModelForm):
         return data
 
 
+class PeriodicTaskInline(FormCountCapMixin, beat_admin.PeriodicTaskInline):
+    """The tasks on a schedule's page, with the form count every inline has."""
+
+
 admin.site.unregister(PeriodicTask)
-admin.site.unregister(CrontabSchedule)
+for schedule in (CrontabSchedule, IntervalSchedule, SolarSchedule, ClockedSchedule):
+    admin.site.unregister(schedule)
 
 
 @admin.register(PeriodicTask)
@@ -173,3 +186,19 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 @admin.register(CrontabSchedule)
 class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin):
     form = CrontabScheduleForm
+    inlines = [PeriodicTaskInline]
+
+
+@admin.register(IntervalSchedule)
+class IntervalScheduleAdmin(beat_admin.IntervalScheduleAdmin):
+    inlines = [PeriodicTaskInline]
+
+
+@admin.register(SolarSchedule)
+class SolarScheduleAdmin(beat_admin.SolarScheduleAdmin):
+    inlines = [PeriodicTaskInline]
+
+
+@admin.register(ClockedSchedule)
+class ClockedScheduleAdmin(beat_admin.ClockedScheduleAdmin):
+    inlines = [PeriodicTaskInline]
