@@ -225,7 +225,10 @@ class FormCountCapMixin:
         formset = super().get_formset(request, obj, **kwargs)  # type: ignore[misc]
         rows = 0
         if obj is not None and obj.pk is not None:
-            rows = formset.model._default_manager.filter(**{formset.fk.name: obj}).count()
+            # The rows this inline shows this user: no more, or the cap would
+            # count rows it keeps from them (another tenant's price overrides).
+            shown = self.get_queryset(request)  # type: ignore[attr-defined]
+            rows = shown.filter(**{formset.fk.name: obj}).count()
         formset.absolute_max = rows + self.NEW_ROWS
         formset.max_num = min(formset.max_num, formset.absolute_max)
         return formset

@@ -173,9 +173,9 @@ class PeriodicTaskInline(FormCountCapMixin, beat_admin.PeriodicTaskInline):
     """The tasks on a schedule's page, with the form count every inline has."""
 
 
-admin.site.unregister(PeriodicTask)
-for schedule in (CrontabSchedule, IntervalSchedule, SolarSchedule, ClockedSchedule):
-    admin.site.unregister(schedule)
+admin.site.unregister(
+    [PeriodicTask, CrontabSchedule, IntervalSchedule, SolarSchedule, ClockedSchedule]
+)
 
 
 @admin.register(PeriodicTask)

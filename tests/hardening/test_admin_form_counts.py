@@ -4,8 +4,12 @@ cost a worker seconds per post), and is refused with the formset's error."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 from django.contrib import admin
+from django.contrib.admin.options import InlineModelAdmin
 from django.test import Client
 from django.urls import reverse
 
@@ -56,7 +60,15 @@ def test_every_inline_caps_its_forms():
         inline for model_admin in admin.site._registry.values() for inline in model_admin.inlines
     }
     assert inlines  # the sweep sees the admin's inlines
-    assert {i.__name__ for i in inlines if not issubclass(i, FormCountCapMixin)} == set()
+
+    def capped(inline: type) -> bool:
+        # Before Django's inline in the class order, or its get_formset never runs.
+        mro = inline.__mro__
+        return FormCountCapMixin in mro and mro.index(FormCountCapMixin) < mro.index(
+            InlineModelAdmin
+        )
+
+    assert {i.__name__ for i in inlines if not capped(i)} == set()
 
 
 def test_a_forged_count_on_a_models_prices_is_refused(catalog):
@@ -75,3 +87,24 @@ def test_a_forged_count_on_a_models_prices_is_refused(catalog):
     assert formset.non_form_errors()
     model.refresh_from_db()
     assert model.name != "Renamed"
+
+
+def test_the_cap_counts_only_the_rows_the_inline_shows(catalog, alice, tenant_b):
+    """A tenant's staff see the global prices and their own overrides: the
+    cap counts those, not the overrides of other tenants it keeps from them."""
+    model = AIModel.objects.filter(prices__isnull=False).first()
+    shown = Price.objects.filter(model=model).count()
+    for day in range(1, 8):
+        Price.objects.create(
+            model=model,
+            organization=tenant_b.org,
+            effective_from=datetime(2026, 1, day, tzinfo=UTC),
+            input_tokens=Decimal("0.000001"),
+        )
+    client = Client()
+    client.force_login(alice)
+    resp = client.get(reverse("admin:costs_aimodel_change", args=[model.pk]))
+    assert resp.status_code == 200
+    formset = resp.context["inline_admin_formsets"][0].formset
+    assert len(formset.forms) == shown
+    assert formset.absolute_max == shown + FormCountCapMixin.NEW_ROWS
