@@ -54,12 +54,13 @@ def usage_summary_all_time(
     each equal to a value), read from the daily rollups, which hold every
     event once: no ledger scan, however long the history. Only for no time
     range: a rollup's day is the organization's local day when the event was
-    recorded, which a later change of time zone leaves as it was. A row
-    always counts at least one event: a repricing that moves all of a row's
-    events to another row deletes it (``rollup_move``)."""
+    recorded, which a later change of time zone leaves as it was. A
+    repricing that moves all of a row's events to another row deletes it
+    (``rollup_move``); rows at zero that an older worker may still leave
+    during a deploy are left out, as the ledger has no such events."""
     unknown = columns.keys() - set(ROLLED_UP)
     if unknown:
         raise ValueError(f"not rollup columns: {sorted(unknown)}")
-    qs = rollups(org=org, since=None, until=None, profile=profile).filter(**columns)
+    qs = rollups(org=org, since=None, until=None, profile=profile).filter(events__gt=0, **columns)
     sums = {m: Sum(m) for m in ["events", *_SUMMED]}
     return list(qs.order_by().values("provider").annotate(**sums).order_by("provider"))

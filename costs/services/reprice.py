@@ -59,7 +59,10 @@ def _reprice_batch(events: list[UsageEvent]) -> int:
     for e in events:
         by_org.setdefault(e.organization_id, []).append(e)
     changed = 0
-    for group in by_org.values():
+    # One organization after another, in id order: every run takes the rollup
+    # rows and counters of two organizations in the same order, so two
+    # concurrent runs never wait on each other crosswise.
+    for _, group in sorted(by_org.items(), key=lambda item: str(item[0])):
         org = group[0].organization
         resolved = {
             e.pk: model_resolve(provider=e.provider, model=e.model_requested) for e in group

@@ -434,8 +434,8 @@ def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
 ):
     """A repricing deletes the row it empties while holding its lock; an
     ingestion's upsert on that row meanwhile (one that read the catalog
-    before the price came) waits, then writes a row of its own: its event
-    is counted, the repriced ones are not counted twice."""
+    before the price came) waits for it, then writes a row of its own: its
+    event is counted, the repriced ones are not counted twice."""
     import time
 
     import costs.services.reprice as reprice_module
@@ -443,25 +443,65 @@ def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
     from tests.quotas.helpers import InBackground
 
     first = _record(tenant_a, "u-0")
+    emptied = DailyUsage.objects.get(organization=tenant_a.org, model=REQUESTED).pk
     _price_gpt_new()
-    moved = threading.Event()
+    moved, release = threading.Event(), threading.Event()
     rollup_move = reprice_module.rollup_move
 
     def move_then_hold(**kwargs):
         rollup_move(**kwargs)
         moved.set()
-        time.sleep(1.0)  # the emptied row deleted, the transaction still open
+        assert release.wait(30)  # the emptied row deleted, the transaction open
 
+    def lock_waits() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0]
+
+    key = (tenant_a.org.pk, AFTER_PRICE.date(), None, "openai", REQUESTED, "chat")
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    addition = [(key, False, [usage.get(m, 0) for m in METERS], Decimal(0), None)]
     monkeypatch.setattr(reprice_module, "rollup_move", move_then_hold)
     with InBackground(usage_reprice):
-        assert moved.wait(10)
-        key = (tenant_a.org.pk, AFTER_PRICE.date(), None, "openai", REQUESTED, "chat")
-        usage = {"input_tokens": 1000, "output_tokens": 100}
-        # Waits for the reprice's lock on the row it deleted, then inserts.
-        rollup_add_rows(rows=[(key, False, [usage.get(m, 0) for m in METERS], Decimal(0), None)])
+        assert moved.wait(30)
+        with InBackground(lambda: rollup_add_rows(rows=addition)):
+            deadline = time.monotonic() + 30
+            while not lock_waits():  # the addition waits for the reprice's row lock
+                assert time.monotonic() < deadline, "the addition never waited"
+                time.sleep(0.02)
+            release.set()
     rows = {
         r.model: (r.events, r.unpriced_events, r.cost)
         for r in DailyUsage.objects.filter(organization=tenant_a.org)
     }
     assert rows == {REQUESTED: (1, 1, Decimal(0)), "gpt-new": (1, 0, COST_PER_EVENT)}
+    # The emptied row went; the addition is a row of its own.
+    assert DailyUsage.objects.get(organization=tenant_a.org, model=REQUESTED).pk != emptied
     assert UsageEvent.objects.get(id=first["id"]).priced is True
+
+
+@pytest.mark.django_db
+def test_a_batch_of_two_organizations_is_repriced_in_their_id_order(
+    catalog, tenant_a, tenant_b, monkeypatch
+):
+    """Concurrent runs lock each organization's rollups and counters as a
+    group: the groups go in one order, whatever order the events came in."""
+    import costs.services.reprice as reprice_module
+
+    later, sooner = sorted([tenant_a, tenant_b], key=lambda t: str(t.org.pk), reverse=True)
+    _record(later, "u-0")  # the first event of the batch (ids grow with time)
+    _record(sooner, "u-1")
+    _price_gpt_new()
+    order: list[object] = []
+    rollup_move = reprice_module.rollup_move
+
+    def noted(**kwargs):
+        order.append(kwargs["after"][0].organization_id)
+        rollup_move(**kwargs)
+
+    monkeypatch.setattr(reprice_module, "rollup_move", noted)
+    assert usage_reprice().repriced == 2
+    assert order == [sooner.org.pk, later.org.pk]
