@@ -86,17 +86,35 @@ class LocksOrganizationsOnDeleteMixin:
     periods first and the organization after (the setup-version triggers)
     would deadlock with a time zone change."""
 
+    # How the budgets and reservations the deletion reaches refer to the rows
+    # deleted ("organization", "api_key").
+    budgets_by = "organization"
+
     def _organization_of(self, obj: Any) -> object:
         return obj.organization_id
+
+    def _lock_budget_rows(self, deleted: QuerySet[Any]) -> None:
+        """Then their reservations and period rows, in the counter writers'
+        order (``budget_rows_lock``), before the cascade takes them in its own."""
+        from quotas.models import Budget, Reservation
+        from quotas.services import budget_rows_lock
+
+        reached = {f"{self.budgets_by}__in": deleted}
+        budget_rows_lock(
+            budgets=Budget.objects.filter(**reached),
+            reservations=Reservation.objects.filter(**reached),
+        )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         with transaction.atomic():
             organizations_lock([self._organization_of(obj)])
+            self._lock_budget_rows(type(obj)._default_manager.filter(pk=obj.pk))
             super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         with transaction.atomic():
             organizations_lock({self._organization_of(obj) for obj in queryset})
+            self._lock_budget_rows(queryset)
             super().delete_queryset(request, queryset)  # type: ignore[misc]
 
 
@@ -245,6 +263,7 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin, ModelAdmin):
     form = ApiKeyForm
+    budgets_by = "api_key"
     list_display = [
         "name",
         "masked",

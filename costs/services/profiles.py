@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import Q
 
 from costs.models import UsageEvent
 from costs.services.ledger import LedgerRow
 from costs.services.rollups import rollup_fold_profiles
 from profiles.models import Organization, Profile
 from profiles.services import organizations_lock, profiles_named
+from quotas.models import Budget, Reservation
+from quotas.services import budget_rows_lock
 
 
 def profiles_delete(*, profiles: Iterable[Profile]) -> int:
@@ -23,12 +26,17 @@ def profiles_delete(*, profiles: Iterable[Profile]) -> int:
     ids = [p.pk for p in profiles]
     with transaction.atomic():
         # The organizations first, as every change to their setup (budgets of
-        # these profiles go too); then ledger, rollups, and the profiles: the
-        # order ingestion and reprice lock them in (the profile last, by the
-        # ledger's foreign key at commit).
+        # these profiles go too); then ledger, rollups, reservations, period
+        # rows and the profiles: the order ingestion and reprice lock them in
+        # (the profile last, by the ledger's foreign key at commit).
         organizations_lock({p.organization_id for p in profiles})
         UsageEvent.objects.filter(profile_id__in=ids).update(profile=None)
         rollup_fold_profiles(profile_ids=ids)
+        # Their reservations and budgets, and those of their keys, which go too.
+        reached = Q(profile_id__in=ids) | Q(api_key__profile_id__in=ids)
+        budget_rows_lock(
+            budgets=Budget.objects.filter(reached), reservations=Reservation.objects.filter(reached)
+        )
         deleted = Profile.objects.filter(pk__in=ids).delete()[1]
     return deleted.get(Profile._meta.label, 0)
 

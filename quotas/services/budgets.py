@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.rows import fetch, pg_array
 from profiles.models import Organization
 from profiles.services import organization_locked, organizations_lock
-from quotas.models import Budget, BudgetPeriod, ReservationHold
+from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.periods import period_bounds
 from quotas.services.base import (
     _PERIOD_KINDS,
@@ -299,6 +299,28 @@ def _periods_reserved_from_holds(ids: list[int]) -> None:
     )
 
 
+def budget_rows_lock(
+    *, budgets: models.QuerySet[Budget], reservations: models.QuerySet[Reservation] | None = None
+) -> None:
+    """In the caller's transaction, before deleting rows whose deletion reaches
+    ``budgets`` (theirs, a profile's, a key's, an organization's): lock the
+    ``reservations`` it changes in id order, then the budgets' period rows in
+    (budget, start) order, as every counter writer takes them (a charge claims
+    its reservations in id order, then changes its counters in that order).
+    The deletion's cascade takes the period rows in the table's order: with a
+    writer holding one of two periods, each waited for the other."""
+    if reservations is not None:
+        # Their rows only: not the keys or profiles a filter joins.
+        locking = reservations.select_for_update(of=("self",))
+        list(locking.order_by("pk").values_list("pk", flat=True))
+    list(
+        BudgetPeriod.objects.select_for_update()
+        .filter(budget__in=budgets)
+        .order_by("budget_id", "start")
+        .values_list("pk", flat=True)
+    )
+
+
 def budget_delete(*, budget: Budget) -> None:
     """Delete a budget with its periods; its open reservations lose that hold."""
     budgets_delete(budgets=[budget])
@@ -311,6 +333,8 @@ def budgets_delete(*, budgets: Iterable[Budget]) -> None:
     period rows): deleting the period rows first and then bumping the version
     (the triggers) deadlocked with a time zone change."""
     budgets = list(budgets)
+    chosen = Budget.objects.filter(pk__in=[b.pk for b in budgets])
     with transaction.atomic():
         organizations_lock({b.organization_id for b in budgets})
-        Budget.objects.filter(pk__in=[b.pk for b in budgets]).delete()
+        budget_rows_lock(budgets=chosen)
+        chosen.delete()

@@ -436,11 +436,9 @@ def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
     ingestion's upsert on that row meanwhile (one that read the catalog
     before the price came) waits for it, then writes a row of its own: its
     event is counted, the repriced ones are not counted twice."""
-    import time
-
     import costs.services.reprice as reprice_module
     from costs.services.rollups import rollup_add_rows
-    from tests.quotas.helpers import InBackground
+    from tests.quotas.helpers import InBackground, until_a_lock_wait
 
     first = _record(tenant_a, "u-0")
     emptied = DailyUsage.objects.get(organization=tenant_a.org, model=REQUESTED).pk
@@ -453,14 +451,6 @@ def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
         moved.set()
         assert release.wait(30)  # the emptied row deleted, the transaction open
 
-    def lock_waits() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            return cursor.fetchone()[0]
-
     key = (tenant_a.org.pk, AFTER_PRICE.date(), None, "openai", REQUESTED, "chat")
     usage = {"input_tokens": 1000, "output_tokens": 100}
     addition = [(key, False, [usage.get(m, 0) for m in METERS], Decimal(0), None)]
@@ -468,10 +458,7 @@ def test_a_rollup_row_added_to_while_a_reprice_empties_it_keeps_the_addition(
     with InBackground(usage_reprice):
         assert moved.wait(30)
         with InBackground(lambda: rollup_add_rows(rows=addition)):
-            deadline = time.monotonic() + 30
-            while not lock_waits():  # the addition waits for the reprice's row lock
-                assert time.monotonic() < deadline, "the addition never waited"
-                time.sleep(0.02)
+            until_a_lock_wait()  # the addition waits for the reprice's row lock
             release.set()
     rows = {
         r.model: (r.events, r.unpriced_events, r.cost)

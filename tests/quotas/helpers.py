@@ -218,3 +218,20 @@ def priced_call(key: str, cost: str = "0.30", **fields: Any) -> Any:
         cost=Decimal(cost),
         **fields,
     )
+
+
+def until_a_lock_wait(timeout: float = 30) -> None:
+    """Return once a session of this test's database waits on a lock (what a
+    test holding a row in another thread waits for before letting it go);
+    fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        assert time.monotonic() < deadline, "no session waited on a lock"
+        time.sleep(0.02)

@@ -1,0 +1,93 @@
+"""Deleting budgets, or what they belong to (a profile, a key), while a
+counter writer holds one of their periods: the deletion takes the period rows
+in the writers' order, (budget, start), not the table's, so neither waits on
+the other crosswise."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.db import transaction
+from django.test import RequestFactory
+
+from profiles.models import ApiKey, Organization
+from quotas.models import Budget, BudgetPeriod
+from quotas.services import budgets_delete
+from tests.factories import UserFactory
+from tests.quotas.helpers import InBackground, until_a_lock_wait
+
+START = datetime(2026, 12, 1, tzinfo=UTC)
+END = datetime(2027, 1, 1, tzinfo=UTC)
+# Budget ids in the writers' order; their periods are opened the other way
+# round, so the table's order (by period id) is the reverse of the writers'.
+FIRST, SECOND = uuid.UUID(int=1), uuid.UUID(int=2**128 - 1)
+
+
+def _delete_profile(tenant) -> None:
+    from costs.services.profiles import profiles_delete
+
+    profiles_delete(profiles=[tenant.profile])
+
+
+def _delete_key(tenant) -> None:
+    model_admin = admin.site._registry[ApiKey]
+    request = RequestFactory().post("/")
+    request.user = UserFactory(is_superuser=True, is_staff=True)
+    model_admin.delete_queryset(request, ApiKey.objects.filter(pk=tenant.key.pk))
+
+
+def _delete_organization(tenant) -> None:
+    model_admin = admin.site._registry[Organization]
+    request = RequestFactory().post("/")
+    request.user = UserFactory(is_superuser=True, is_staff=True)
+    model_admin.delete_queryset(request, Organization.objects.filter(pk=tenant.org.pk))
+
+
+def _delete_budgets(tenant) -> None:
+    budgets_delete(budgets=Budget.objects.filter(pk__in=[FIRST, SECOND]))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("owner", "delete"),
+    [
+        ("profile", _delete_profile),
+        ("api_key", _delete_key),
+        (None, _delete_organization),
+        ("profile", _delete_budgets),
+    ],
+    ids=["profile", "key", "organization", "budgets"],
+)
+def test_a_deletion_waits_for_a_writer_holding_one_of_two_periods(tenant_a, owner, delete):
+    if owner == "api_key":
+        tenant_a.key.profile = None  # the key's own budgets, not its profile's
+        tenant_a.key.save(update_fields=["profile"])
+    scope = {owner: getattr(tenant_a, "key" if owner == "api_key" else "profile")} if owner else {}
+    for budget_id in (FIRST, SECOND):
+        Budget.objects.create(id=budget_id, organization=tenant_a.org, name=str(budget_id),
+                              limit=Decimal(100), **scope)  # fmt: skip
+    second = BudgetPeriod.objects.create(budget_id=SECOND, start=START, end=END)
+    first = BudgetPeriod.objects.create(budget_id=FIRST, start=START, end=END)
+    assert second.pk < first.pk
+    holding, go = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        # What every counter writer does: the periods in (budget, start) order.
+        with transaction.atomic():
+            list(BudgetPeriod.objects.select_for_update().filter(pk=first.pk))
+            holding.set()
+            assert go.wait(30)
+            list(BudgetPeriod.objects.select_for_update().filter(pk=second.pk))
+
+    with InBackground(writer):
+        assert holding.wait(30)
+        with InBackground(lambda: delete(tenant_a)):
+            until_a_lock_wait()  # the deletion waits for the writer's period
+            go.set()
+    assert not Budget.objects.filter(pk__in=[FIRST, SECOND]).exists()
+    assert not BudgetPeriod.objects.filter(pk__in=[first.pk, second.pk]).exists()
