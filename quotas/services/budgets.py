@@ -304,14 +304,17 @@ def budget_rows_lock(
 ) -> None:
     """In the caller's transaction, before deleting rows whose deletion reaches
     ``budgets`` (theirs, a profile's, a key's, an organization's): lock the
-    ``reservations`` it changes in id order, then the budgets' period rows in
-    (budget, start) order, as every counter writer takes them (a charge claims
-    its reservations in id order, then changes its counters in that order).
-    The deletion's cascade takes the period rows in the table's order: with a
-    writer holding one of two periods, each waited for the other."""
+    held ones of the ``reservations`` it changes in id order, then the
+    budgets' period rows in (budget, start) order, as every counter writer
+    takes them (a charge claims held reservations in id order, then changes
+    its counters in that order). The deletion's cascade takes the period rows
+    in the table's order: with a writer holding one of two periods, each
+    waited for the other. Ended reservations are left to the cascade, after
+    their holds, as the purge of old ones deletes them."""
     if reservations is not None:
         # Their rows only: not the keys or profiles a filter joins.
-        locking = reservations.select_for_update(of=("self",))
+        held = reservations.filter(status=Reservation.Status.HELD)
+        locking = held.select_for_update(of=("self",))
         list(locking.order_by("pk").values_list("pk", flat=True))
     list(
         BudgetPeriod.objects.select_for_update()

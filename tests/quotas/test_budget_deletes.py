@@ -16,7 +16,7 @@ from django.db import transaction
 from django.test import RequestFactory
 
 from profiles.models import ApiKey, Organization
-from quotas.models import Budget, BudgetPeriod
+from quotas.models import Budget, BudgetPeriod, Reservation
 from quotas.services import budgets_delete
 from tests.factories import UserFactory
 from tests.quotas.helpers import InBackground, until_a_lock_wait
@@ -91,3 +91,37 @@ def test_a_deletion_waits_for_a_writer_holding_one_of_two_periods(tenant_a, owne
             go.set()
     assert not Budget.objects.filter(pk__in=[FIRST, SECOND]).exists()
     assert not BudgetPeriod.objects.filter(pk__in=[first.pk, second.pk]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_profile_deletion_waits_for_a_settle_holding_its_reservation(tenant_a):
+    """A settle claims its held reservation, then changes the period: the
+    deletion, which changes the reservation too (its profile goes), takes it
+    before the period, or each would wait for the other."""
+    budget = Budget.objects.create(
+        id=FIRST,
+        organization=tenant_a.org,
+        name="Cap",
+        limit=Decimal(100),
+        profile=tenant_a.profile,
+    )
+    period = BudgetPeriod.objects.create(budget=budget, start=START, end=END)
+    held = Reservation.objects.create(
+        organization=tenant_a.org, profile=tenant_a.profile, expires_at=END
+    )
+    holding, go = threading.Event(), threading.Event()
+
+    def settle() -> None:
+        with transaction.atomic():
+            Reservation.objects.filter(pk=held.pk).update(status=Reservation.Status.SETTLED)
+            holding.set()
+            assert go.wait(30)
+            list(BudgetPeriod.objects.select_for_update().filter(pk=period.pk))
+
+    with InBackground(settle):
+        assert holding.wait(30)
+        with InBackground(lambda: _delete_profile(tenant_a)):
+            until_a_lock_wait()  # the deletion waits for the settle's reservation
+            go.set()
+    assert not BudgetPeriod.objects.filter(pk=period.pk).exists()
+    assert Reservation.objects.get(pk=held.pk).profile_id is None
