@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -52,6 +53,34 @@ def _delete_budgets(tenant) -> None:
     budgets_delete(budgets=Budget.objects.filter(pk__in=[FIRST, SECOND]))
 
 
+def _lock_period(period: BudgetPeriod) -> None:
+    list(BudgetPeriod.objects.select_for_update().filter(pk=period.pk))
+
+
+def _deleted_while_held(
+    take_first: Callable[[], object],
+    take_second: Callable[[], object],
+    delete: Callable[[], object],
+) -> None:
+    """``delete`` run while another transaction has done ``take_first`` and
+    waits to do ``take_second``, which it does once the deletion is seen
+    waiting on a lock; fails with either side's error (a deadlock)."""
+    holding, go = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction.atomic():
+            take_first()
+            holding.set()
+            assert go.wait(30)
+            take_second()
+
+    with InBackground(writer):
+        assert holding.wait(30)
+        with InBackground(delete):
+            until_a_lock_wait()
+            go.set()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("owner", "delete"),
@@ -74,21 +103,10 @@ def test_a_deletion_waits_for_a_writer_holding_one_of_two_periods(tenant_a, owne
     second = BudgetPeriod.objects.create(budget_id=SECOND, start=START, end=END)
     first = BudgetPeriod.objects.create(budget_id=FIRST, start=START, end=END)
     assert second.pk < first.pk
-    holding, go = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        # What every counter writer does: the periods in (budget, start) order.
-        with transaction.atomic():
-            list(BudgetPeriod.objects.select_for_update().filter(pk=first.pk))
-            holding.set()
-            assert go.wait(30)
-            list(BudgetPeriod.objects.select_for_update().filter(pk=second.pk))
-
-    with InBackground(writer):
-        assert holding.wait(30)
-        with InBackground(lambda: delete(tenant_a)):
-            until_a_lock_wait()  # the deletion waits for the writer's period
-            go.set()
+    # What every counter writer does: the periods in (budget, start) order.
+    _deleted_while_held(
+        lambda: _lock_period(first), lambda: _lock_period(second), lambda: delete(tenant_a)
+    )
     assert not Budget.objects.filter(pk__in=[FIRST, SECOND]).exists()
     assert not BudgetPeriod.objects.filter(pk__in=[first.pk, second.pk]).exists()
 
@@ -109,19 +127,10 @@ def test_a_profile_deletion_waits_for_a_settle_holding_its_reservation(tenant_a)
     held = Reservation.objects.create(
         organization=tenant_a.org, profile=tenant_a.profile, expires_at=END
     )
-    holding, go = threading.Event(), threading.Event()
-
-    def settle() -> None:
-        with transaction.atomic():
-            Reservation.objects.filter(pk=held.pk).update(status=Reservation.Status.SETTLED)
-            holding.set()
-            assert go.wait(30)
-            list(BudgetPeriod.objects.select_for_update().filter(pk=period.pk))
-
-    with InBackground(settle):
-        assert holding.wait(30)
-        with InBackground(lambda: _delete_profile(tenant_a)):
-            until_a_lock_wait()  # the deletion waits for the settle's reservation
-            go.set()
+    _deleted_while_held(
+        lambda: Reservation.objects.filter(pk=held.pk).update(status=Reservation.Status.SETTLED),
+        lambda: _lock_period(period),
+        lambda: _delete_profile(tenant_a),
+    )
     assert not BudgetPeriod.objects.filter(pk=period.pk).exists()
     assert Reservation.objects.get(pk=held.pk).profile_id is None
