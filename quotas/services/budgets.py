@@ -26,6 +26,7 @@ from quotas.services.base import (
 )
 from quotas.services.counters import (
     _live_holds,
+    holds_lock,
 )
 from quotas.services.periods import (
     current_states,
@@ -309,8 +310,10 @@ def budget_rows_lock(
     takes them (a charge claims held reservations in id order, then changes
     its counters in that order). The deletion's cascade takes the period rows
     in the table's order: with a writer holding one of two periods, each
-    waited for the other. Ended reservations are left to the cascade, after
-    their holds, as the purge of old ones deletes them."""
+    waited for the other. Then the periods' holds in id order, as the purge
+    of old reservations takes them (the cascade deletes them in the order of
+    their periods). Ended reservations are left to the cascade, after their
+    holds, as the purge deletes them."""
     if reservations is not None:
         # Their rows only: not the keys or profiles a filter joins.
         held = reservations.filter(status=Reservation.Status.HELD)
@@ -322,6 +325,7 @@ def budget_rows_lock(
         .order_by("budget_id", "start")
         .values_list("pk", flat=True)
     )
+    holds_lock(ReservationHold.objects.filter(period__budget__in=budgets))
 
 
 def budget_delete(*, budget: Budget) -> None:

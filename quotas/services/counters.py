@@ -451,6 +451,14 @@ def reservations_expire(*, org: Organization | None = None, now: datetime | None
     return count
 
 
+def holds_lock(holds: models.QuerySet[ReservationHold]) -> None:
+    """In the caller's transaction, before deleting ``holds``: lock them in id
+    order, the one order of every hold deleter (the purge of old reservations
+    reaches them by reservation, a deleted budget's periods by period: each
+    deleting in its own order, they could wait on each other crosswise)."""
+    list(holds.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
+
+
 def reservations_purge(*, now: datetime | None = None, batch: int = 5_000) -> int:
     """Delete reservations that ended (settled, released, expired) more than
     RESERVATION_RETENTION_DAYS ago, with their holds; returns how many.
@@ -467,7 +475,9 @@ def reservations_purge(*, now: datetime | None = None, batch: int = 5_000) -> in
         if not ids:
             return total
         with transaction.atomic():
-            ReservationHold.objects.filter(reservation_id__in=ids).delete()
+            holds = ReservationHold.objects.filter(reservation_id__in=ids)
+            holds_lock(holds)
+            holds.delete()
             total += (
                 Reservation.objects.filter(id__in=ids).delete()[1].get(Reservation._meta.label, 0)
             )

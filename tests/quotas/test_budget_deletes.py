@@ -1,7 +1,9 @@
-"""Deleting budgets, or what they belong to (a profile, a key), while a
-counter writer holds one of their periods: the deletion takes the period rows
-in the writers' order, (budget, start), not the table's, so neither waits on
-the other crosswise."""
+"""Deleting budgets, or what they belong to (a profile, a key, an
+organization), while a counter writer holds one of their periods, a settle
+one of their reservations or the purge one of their holds: the deletion
+takes those rows in the order the others take them (reservations by id,
+periods by (budget, start), holds by id), not in its cascade's, so neither
+waits on the other crosswise."""
 
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import RequestFactory
 
 from profiles.models import ApiKey, Organization
-from quotas.models import Budget, BudgetPeriod, Reservation
+from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.services import budgets_delete
 from tests.factories import UserFactory
 from tests.quotas.helpers import InBackground, until_a_lock_wait
@@ -134,3 +136,30 @@ def test_a_profile_deletion_waits_for_a_settle_holding_its_reservation(tenant_a)
     )
     assert not BudgetPeriod.objects.filter(pk=period.pk).exists()
     assert Reservation.objects.get(pk=held.pk).profile_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_deletion_waits_for_the_purge_holding_one_of_its_holds(tenant_a):
+    """The purge of old reservations and a deleted budget's cascade both
+    delete holds: both lock them in id order first, whatever order their
+    own statements would reach them in (here the cascade's, by period, is the
+    reverse)."""
+    budget = Budget.objects.create(id=FIRST, organization=tenant_a.org, name="Cap",
+                                   limit=Decimal(100))  # fmt: skip
+    older = BudgetPeriod.objects.create(budget=budget, start=START - (END - START), end=START)
+    newer = BudgetPeriod.objects.create(budget=budget, start=START, end=END)
+    ended = Reservation.objects.create(organization=tenant_a.org, expires_at=START,
+                                       status=Reservation.Status.EXPIRED, ended_at=START)  # fmt: skip
+    first = ReservationHold.objects.create(reservation=ended, period=newer, amount=Decimal(1))
+    second = ReservationHold.objects.create(reservation=ended, period=older, amount=Decimal(1))
+
+    def lock(hold: ReservationHold) -> None:
+        list(ReservationHold.objects.select_for_update().filter(pk=hold.pk))
+
+    def delete() -> None:
+        with connection.cursor() as cursor:  # the cascade reads the holds by period
+            cursor.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        budgets_delete(budgets=[budget])
+
+    _deleted_while_held(lambda: lock(first), lambda: lock(second), delete)
+    assert not ReservationHold.objects.filter(pk__in=[first.pk, second.pk]).exists()
