@@ -12,7 +12,13 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from costs.api.schemas import EventInvalid, LongName, Name, Timestamp, validate_with_usage
+from costs.api.schemas import (
+    EventInvalid,
+    LongName,
+    ProviderName,
+    Timestamp,
+    validate_with_usage,
+)
 from costs.pricing.engine import METERS
 from costs.selectors.pricing import CatalogEntry, cost_estimate, pricing_in_force
 from profiles.api.base import TenantApiView
@@ -23,7 +29,7 @@ from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters
 class EstimateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: Name
+    provider: ProviderName
     model: LongName
     usage: dict[str, Any] = Field(description="Meters or a provider's raw usage object.")
     at: Timestamp | None = Field(
@@ -139,7 +145,7 @@ class EstimateApi(TenantApiView):
             raise ApiError("The request is invalid; see details.", details=exc.details) from exc
         estimate = cost_estimate(
             org=self.org,
-            provider=data.provider.lower(),
+            provider=data.provider,
             model=data.model,
             usage=meters,
             at=data.at or timezone.now(),

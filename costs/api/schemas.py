@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
@@ -66,7 +66,9 @@ def _aware(value: Any) -> datetime:
     # an offset must not carry a moment out of it (2000-01-01T00:30+01:00 is 1999).
     if not TOTAL_START <= parsed < TOTAL_END:
         raise ValueError("must be between the years 2000 and 2999 (UTC)")
-    return parsed
+    # In UTC from here on: PostgreSQL reads offsets up to 15:59 only, and a
+    # batch sends its times as text (+20:00 refused the whole batch).
+    return parsed.astimezone(UTC)
 
 
 def _no_nul(value: str) -> str:
@@ -103,6 +105,26 @@ LongName = Annotated[
     AfterValidator(_no_nul),
     AfterValidator(_trimmed),
 ]
+
+
+def _provider(value: str) -> str:
+    # Lower-cased as it is stored, then measured: "İ" lower-cases to two
+    # characters, and 60 of them passed as 100-character names went over.
+    value = value.lower()
+    if len(value) > PROVIDER_MAX:
+        raise ValueError(f"must have at most {PROVIDER_MAX} characters once lower-cased")
+    return value
+
+
+PROVIDER_MAX = 100
+# A provider's name as it is stored and matched: trimmed and lower-cased.
+ProviderName = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=PROVIDER_MAX),
+    AfterValidator(_no_nul),
+    AfterValidator(_trimmed),
+    AfterValidator(_provider),
+]
 TagKey = Annotated[str, Field(strict=True, min_length=1, max_length=100), AfterValidator(_no_nul)]
 TagValue = Annotated[str, Field(strict=True, max_length=500), AfterValidator(_no_nul)]
 
@@ -121,7 +143,7 @@ class UsageEventIn(BaseModel):
 
     idempotency_key: Identifier
     profile: Identifier | None = None
-    provider: Name
+    provider: ProviderName
     model: LongName
     operation: Name = "default"
     usage: dict[str, Any] | None = Field(

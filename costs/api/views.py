@@ -88,7 +88,7 @@ class _UsageIngestBase(TenantApiView):
         return EventInput(
             idempotency_key=event.idempotency_key,
             request_hash=request_hash(raw),
-            provider=event.provider.strip().lower(),
+            provider=event.provider,
             model=event.model.strip(),
             operation=event.operation,
             usage=meters,

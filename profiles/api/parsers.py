@@ -36,3 +36,5 @@ class DecimalJSONParser(JSONParser):
             return data
         except (ValueError, UnicodeError, RecursionError) as exc:
             raise ParseError(f"JSON parse error: {exc}") from exc
+        except ArithmeticError as exc:  # a number past Decimal's range, e.g. 1e9999999999999999999
+            raise ParseError("JSON parse error: a number is out of range.") from exc

@@ -21,6 +21,7 @@ from costs.api.schemas import (
     Identifier,
     LongName,
     Name,
+    ProviderName,
     parse_money,
     validate_with_usage,
 )
@@ -49,7 +50,7 @@ class QuotaCheckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: Identifier | None = None
-    provider: Name
+    provider: ProviderName
     model: LongName
     operation: Name = "default"
     estimate: dict[str, Any] = Field(
@@ -153,7 +154,7 @@ class QuotaCheckApi(TenantApiView):
             org=self.org,
             api_key=request.api_key,  # type: ignore[attr-defined]
             acting=self.acting_for(data.profile),
-            provider=data.provider.strip().lower(),
+            provider=data.provider,
             model=data.model,
             operation=data.operation,
             meters=meters,

@@ -496,3 +496,73 @@ def test_accepted_amounts_summing_past_the_rollup_column_are_not_a_500(api, mone
     assert second.status_code in (201, 400), second.content[:300]
     if second.status_code == 400:
         assert_contract_error(second)
+
+
+@pytest.mark.parametrize("url", [USAGE_URL, BATCH_URL, "/api/v1/quota/check", "/api/v1/estimate"])
+@pytest.mark.parametrize("number", ["1e9999999999999999999", "-1e-9999999999999999999"])
+def test_a_number_past_decimals_range_is_a_400_and_writes_nothing(api, url, number):
+    before = counts()
+
+    body = assert_contract_error(post(api, f'{{"revenue": {number}}}', url))
+
+    assert "out of range" in body["message"]
+    assert counts() == before
+
+
+LOWER_GROWS = "İ" * 60  # 60 characters, 120 once lower-cased
+
+
+def test_a_provider_over_its_length_once_lower_cased_is_a_400_naming_it(api):
+    before = counts()
+
+    body = assert_contract_error(post(api, valid(provider=LOWER_GROWS)))
+
+    assert "provider" in body["details"]
+    assert counts() == before
+
+
+def test_such_a_provider_in_a_batch_gets_its_own_400_and_the_others_are_recorded(api):
+    events = [valid(idempotency_key=f"grow-{i}") for i in range(9)]
+    events[4]["provider"] = LOWER_GROWS
+
+    response = post(api, {"events": events}, BATCH_URL)
+
+    assert response.status_code == 200, response.content[:500]
+    statuses = [r["status"] for r in response.json()["results"]]
+    assert statuses == [201] * 4 + [400] + [201] * 4
+    assert "provider" in response.json()["results"][4]["details"]
+    assert UsageEvent.objects.filter(idempotency_key__startswith="grow-").count() == 8
+
+
+@pytest.mark.parametrize("url", ["/api/v1/quota/check", "/api/v1/estimate", "/api/v1/budgets"])
+def test_such_a_provider_elsewhere_is_a_400_naming_it(api, url):
+    body = {
+        "provider": LOWER_GROWS,
+        "model": "gpt-4o",
+        "usage": {"input_tokens": 1},
+        "estimate": {"input_tokens": 1},
+        "name": "Cap",
+        "limit": "10",
+    }
+    body = {k: v for k, v in body.items() if k in _FIELDS[url]}
+
+    assert "provider" in assert_contract_error(post(api, body, url))["details"]
+
+
+_FIELDS = {
+    "/api/v1/quota/check": {"provider", "model", "estimate"},
+    "/api/v1/estimate": {"provider", "model", "usage"},
+    "/api/v1/budgets": {"provider", "name", "limit"},
+}
+
+
+def test_an_offset_past_postgresqls_range_in_a_batch_is_read_as_its_instant(api):
+    events = [valid(idempotency_key=f"far-{i}") for i in range(9)]  # the arrays' path
+    events[0]["occurred_at"] = "2026-11-22T10:00:00+20:00"
+
+    response = post(api, {"events": events}, BATCH_URL)
+
+    assert response.status_code == 200, response.content[:500]
+    assert [r["status"] for r in response.json()["results"]] == [201] * 9
+    far = UsageEvent.objects.get(idempotency_key="far-0")
+    assert far.occurred_at.isoformat() == "2026-11-21T14:00:00+00:00"
