@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from profiles.models import Organization, Profile
 from profiles.selectors import alert_recipients
+from quotas.amounts import MICROSECOND, WIDE, percent_used, scaled
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery
 from quotas.services import active_budgets, current_states
 
@@ -86,18 +87,20 @@ def alert_raise(*, org: Organization, spec: AlertSpec) -> Alert | None:
 
 def _fmt(budget: Budget, value: Decimal) -> str:
     if budget.is_money:
-        return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+        return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP, context=WIDE):,}"
     unit = budget.get_metric_display().lower()
     return f"{value.normalize():,f} {unit}"
 
 
 def projection(period: BudgetPeriod, now: datetime) -> Decimal | None:
-    """Linear projection of ``spent`` to the period's end; None for open-ended periods."""
-    total = (period.end - period.start).total_seconds()
-    elapsed = (min(now, period.end) - period.start).total_seconds()
-    if total <= 0 or elapsed <= 0 or total > 400 * 86400:
+    """Linear projection of ``spent`` to the period's end; None for open-ended periods.
+    Times in whole microseconds: a float of seconds would bring its binary
+    noise into the figure."""
+    total = (period.end - period.start) // MICROSECOND
+    elapsed = (min(now, period.end) - period.start) // MICROSECOND
+    if total <= 0 or elapsed <= 0 or total > 400 * 86400 * 10**6:
         return None
-    return (period.spent * Decimal(total) / Decimal(elapsed)).quantize(Decimal("0.000000000001"))
+    return scaled(period.spent, total, elapsed, Decimal("0.000000000001"))
 
 
 def thresholds_evaluate(
@@ -113,7 +116,7 @@ def thresholds_evaluate(
     raised: list[Alert] = []
     for state in current_states(org, budgets, now):
         budget, period = state.budget, state.period
-        percent = period.spent * 100 / budget.limit
+        percent = percent_used(period.spent, budget.limit)
         for threshold in sorted(budget.thresholds):
             if percent < threshold:
                 break
@@ -128,7 +131,7 @@ def thresholds_evaluate(
                 "resets_at": period.end.isoformat(),
                 "limit": str(budget.limit),
                 "spent": str(period.spent),
-                "percent": f"{percent.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}",
+                "percent": f"{percent}",
                 "threshold": threshold,
                 "projected": str(projected) if projected is not None else None,
                 "limit_display": _fmt(budget, budget.limit),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from profiles.models import Organization, Profile
 from profiles.tenancy import for_org
+from quotas.amounts import WIDE, percent_used
 from quotas.models import Budget
 from quotas.services import BudgetState, budget_states_overview, current_states
 
@@ -19,7 +20,7 @@ MONEY_PLACES = Decimal("0.000000000001")
 def format_amount(budget: Budget, value: Decimal) -> str:
     """Money with 12 places; counts as whole numbers (audio seconds keep decimals)."""
     if budget.is_money:
-        return f"{value.quantize(MONEY_PLACES):f}"
+        return f"{value.quantize(MONEY_PLACES, context=WIDE):f}"
     if budget.counts_whole:
         return str(int(value))
     return f"{value.normalize():f}"
@@ -29,7 +30,7 @@ def budget_status(state: BudgetState) -> dict[str, Any]:
     budget, period = state.budget, state.period
     used = period.spent + period.reserved
     remaining = max(budget.limit - used, Decimal(0))
-    percent = (period.spent * 100 / budget.limit).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    percent = percent_used(period.spent, budget.limit)
     return {
         "id": str(budget.pk),
         "name": budget.name,

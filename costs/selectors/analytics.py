@@ -15,6 +15,7 @@ from django.utils import timezone
 from costs.models import DailyUsage
 from profiles.models import Organization, Profile
 from profiles.tenancy import for_org
+from quotas.amounts import scaled
 
 CENTS = Decimal("0.01")
 MONEY = Decimal("0.000000000001")
@@ -125,8 +126,8 @@ def month_figures(
     spent = totals(rollups(org=org, since=first, until=today + timedelta(days=1), profile=profile))[
         "cost"
     ]
-    average = (spent / elapsed).quantize(MONEY)
-    projected = (spent * days_in_month / elapsed).quantize(MONEY)
+    average = scaled(spent, 1, elapsed, MONEY)
+    projected = scaled(spent, days_in_month, elapsed, MONEY)
     return MonthFigures(spent, average, projected, elapsed, days_in_month)
 
 

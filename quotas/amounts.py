@@ -1,0 +1,33 @@
+"""Arithmetic on budget figures that can lie far apart (a limit of 10^-12
+against a counter of 10^18, a projection over a period of a year from its
+first microsecond), in a context wide enough for any two of them: Python's
+default keeps 28 digits, and quantizing a wider result raised, failing every
+answer that showed the budget."""
+
+from __future__ import annotations
+
+import decimal
+from datetime import timedelta
+from decimal import Decimal
+
+# 60 digits: a counter's 30 and a limit's 12 places, with room to spare.
+WIDE = decimal.Context(
+    prec=60,
+    rounding=decimal.ROUND_HALF_EVEN,  # Python's default
+    traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+)
+TENTH = Decimal("0.1")
+MICROSECOND = timedelta(microseconds=1)
+
+
+def percent_used(spent: Decimal, limit: Decimal) -> Decimal:
+    """``spent`` as a percentage of ``limit`` (> 0), to one place, half up."""
+    ratio = WIDE.divide(WIDE.multiply(spent, 100), limit)
+    return ratio.quantize(TENTH, rounding=decimal.ROUND_HALF_UP, context=WIDE)
+
+
+def scaled(value: Decimal, numerator: int, denominator: int, places: Decimal) -> Decimal:
+    """``value * numerator / denominator`` to ``places``, half to even
+    (``denominator`` > 0)."""
+    product = WIDE.multiply(value, numerator)
+    return WIDE.divide(product, Decimal(denominator)).quantize(places, context=WIDE)
