@@ -54,6 +54,7 @@ from costs.services.usage_events import (
     EventInput,
     EventResult,
     Recorded,
+    UsageNeeded,
     event_price,
 )
 from profiles.models import ApiKey, Organization, Profile
@@ -144,9 +145,13 @@ def _usage_record(
         if ev.idempotency_key in firsts:
             continue
         firsts[ev.idempotency_key] = ev
-        shown, ai_model_id, price_id, cost, breakdown, priced = event_price(
-            ev, org, book, resolved[ev.provider, ev.model]
-        )
+        try:
+            shown, ai_model_id, price_id, cost, breakdown, priced = event_price(
+                ev, org, book, resolved[ev.provider, ev.model]
+            )
+        except UsageNeeded as exc:
+            rejected[ev.idempotency_key] = exc.details
+            continue
         if cost > MAX_EVENT_COST:
             rejected[ev.idempotency_key] = {
                 "usage" if ev.cost is None else "cost": f"Prices to more than {MAX_EVENT_COST}."

@@ -79,6 +79,14 @@ class EventResult:
         return self.recorded.event if self.recorded is not None else None
 
 
+class UsageNeeded(Exception):
+    """An event the catalog must price sent a cost and no usage to price."""
+
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__("usage needed")
+        self.details = details
+
+
 def event_price(
     ev: EventInput, org: Organization, book: PriceBook, resolved: ResolvedModel | None
 ) -> tuple[str, int | None, object | None, Decimal, dict[str, str], bool]:
@@ -86,6 +94,15 @@ def event_price(
     shown = model_name(resolved, ev.model)
     price = book.at(resolved.id, ev.occurred_at) if resolved else None
     if price is not None and not (ev.cost is not None and org.allow_client_pricing):
+        if ev.cost and not any(ev.usage.values()):
+            # The catalog wins, and has nothing to price: the client's cost
+            # would have been recorded as 0.
+            raise UsageNeeded(
+                {
+                    "usage": f"Required: the catalog prices {ev.provider}/{shown}, and this "
+                    "organization does not take client-priced events (allow_client_pricing)."
+                }
+            )
         result = price_usage(price.rates, ev.usage)
         breakdown = {k: str(v) for k, v in result.lines.items()}
         return shown, resolved.id if resolved else None, price.id, result.total, breakdown, True

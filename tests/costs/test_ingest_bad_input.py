@@ -566,3 +566,35 @@ def test_an_offset_past_postgresqls_range_in_a_batch_is_read_as_its_instant(api)
     assert [r["status"] for r in response.json()["results"]] == [201] * 9
     far = UsageEvent.objects.get(idempotency_key="far-0")
     assert far.occurred_at.isoformat() == "2026-11-21T14:00:00+00:00"
+
+
+def test_a_cost_without_usage_for_a_model_the_catalog_prices_is_a_400(api):
+    """The catalog's price wins unless the organization takes client-priced
+    events, and it has nothing to price: the $5 would have been recorded as 0."""
+    before = counts()
+
+    body = assert_contract_error(post(api, without("usage") | {"cost": "5.00"}))
+
+    assert "allow_client_pricing" in body["details"]["usage"]
+    assert counts() == before
+
+
+def test_such_an_event_in_a_batch_gets_its_own_400(api):
+    events = [valid(idempotency_key=f"cost-only-{i}") for i in range(3)]
+    del events[1]["usage"]
+    events[1]["cost"] = "5.00"
+
+    response = post(api, {"events": events}, BATCH_URL)
+
+    assert [r["status"] for r in response.json()["results"]] == [201, 400, 201]
+    assert "usage" in response.json()["results"][1]["details"]
+
+
+def test_a_cost_without_usage_is_taken_where_the_organization_takes_client_prices(api, tenant_a):
+    tenant_a.org.allow_client_pricing = True
+    tenant_a.org.save(update_fields=["allow_client_pricing"])
+
+    response = post(api, without("usage") | {"cost": "5.00"})
+
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["cost"] == "5.000000000000"
