@@ -11,7 +11,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, validate_email
+from django.core.validators import MinValueValidator, URLValidator, validate_email
 from django.db import models
 
 from profiles.currencies import ISO_4217
@@ -111,7 +111,9 @@ class Organization(BaseModel):
         help_text="Extra alert recipients besides owners and admins, one per line.",
     )
     webhook_url = models.URLField(
-        blank=True, help_text="Optional Slack-compatible webhook that receives every alert."
+        blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Optional Slack-compatible webhook that receives every alert.",
     )
     webhook_secret = models.CharField(
         max_length=128, blank=True, help_text="Signs webhook posts (HMAC-SHA256 header)."

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
+import socket
+import ssl
 import time
-import urllib.request
+import urllib.parse
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -58,6 +63,58 @@ def webhook_payload(alert: Alert) -> dict[str, object]:
     }
 
 
+class WebhookRefused(Exception):
+    """The webhook's address is not one the service posts to."""
+
+
+def webhook_address(url: str) -> tuple[urllib.parse.SplitResult, int, str]:
+    """(the URL's parts, its port, the IP address to connect to) for an
+    http(s) URL whose host resolves to public addresses only (unless
+    ``WEBHOOK_ALLOW_PRIVATE_ADDRESSES``); WebhookRefused otherwise. The post
+    goes to the address checked here, so a name that resolves anew to an
+    internal address between the check and the connection gains nothing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused("the address must be an http or https URL")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (ValueError, OSError) as exc:
+        raise WebhookRefused(f"the host cannot be resolved ({exc.__class__.__name__})") from exc
+    addresses = [str(info[4][0]) for info in found]
+    if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            if not ip.is_global or ip.is_multicast:
+                raise WebhookRefused(
+                    "the host resolves to a loopback, private, link-local or reserved address"
+                )
+    return parts, port, addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to ``address``, with the URL's host in the Host header."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``address``, the certificate checked against the URL's host."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
 def _send_webhook(delivery: Delivery) -> None:
     alert = delivery.alert
     body = json.dumps(webhook_payload(alert), sort_keys=True).encode()
@@ -67,10 +124,19 @@ def _send_webhook(delivery: Delivery) -> None:
         headers[SIGNATURE_HEADER] = webhook_signature(
             alert.organization.webhook_secret, timestamp, body
         )
-    request = urllib.request.Request(delivery.target, data=body, headers=headers, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
-        if not 200 <= response.status < 300:
-            raise RuntimeError(f"webhook answered {response.status}")
+    parts, port, address = webhook_address(delivery.target)
+    connection = (_PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection)(
+        parts.hostname or "", port, address, WEBHOOK_TIMEOUT
+    )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+    # A redirect is not followed: it could lead anywhere, the checks above included.
+    if not 200 <= status < 300:
+        raise RuntimeError(f"webhook answered {status}")
 
 
 def _send_email(delivery: Delivery) -> None:

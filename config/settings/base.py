@@ -143,6 +143,11 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="spend@localhost")
 # Shorter than a delivery's lease (quotas.notify.LEASE), so a stalled SMTP
 # server fails the attempt before another worker may take the delivery over.
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# Alert webhooks go to public addresses only: an organization's admin sets the
+# address, and the service must not post for them to its own network (loopback,
+# private, link-local such as a cloud's metadata service). On for development
+# and tests, whose receivers listen on 127.0.0.1.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=False)
 
 # How long a reservation waits for a budget row lock before the limiter is
 # declared unavailable (then the organization's fail_mode answers).
