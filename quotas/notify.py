@@ -144,21 +144,24 @@ def _send_email(delivery: Delivery) -> None:
     email_for(delivery.alert, to, f"<delivery-{delivery.pk}-{delivery.alert_id}@spendplane>").send()
 
 
-def _claim(delivery_id: int, now: datetime) -> bool:
-    return bool(
-        Delivery.objects.filter(
-            Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-            pk=delivery_id,
-            status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
-            next_attempt_at__lte=now,
-        ).update(
-            status=Delivery.Status.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1
-        )
-    )
+def _claim(delivery_id: int, now: datetime) -> datetime | None:
+    """The lease's end if this worker won the delivery, else None. The lease
+    runs from ``now``, the moment of the claim: a run's earlier sends must not
+    have used it up already, or another worker could take it at once."""
+    lease = now + LEASE
+    won = Delivery.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lte=now),
+        pk=delivery_id,
+        status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
+        next_attempt_at__lte=now,
+    ).update(status=Delivery.Status.SENDING, lease_until=lease, attempts=F("attempts") + 1)
+    return lease if won else None
 
 
 def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
-    """Send every due delivery this worker can claim; returns how many were sent."""
+    """Send every due delivery this worker can claim; returns how many were sent.
+    ``now``: the moment to act at (all claims), instead of the clock at each."""
+    fixed = now
     now = now or timezone.now()
     due = list(
         Delivery.objects.filter(
@@ -171,8 +174,12 @@ def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
     )
     sent = 0
     for delivery_id in due:
-        if not _claim(delivery_id, now):
+        lease = _claim(delivery_id, fixed or timezone.now())
+        if lease is None:
             continue  # another worker has it
+        # Marked only while the lease is this worker's: one that ran out and
+        # went to another worker is that worker's to mark.
+        ours = Delivery.objects.filter(pk=delivery_id, lease_until=lease)
         delivery = Delivery.objects.select_related("alert__organization").get(pk=delivery_id)
         try:
             if delivery.channel == Delivery.Channel.WEBHOOK:
@@ -182,14 +189,14 @@ def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
         except Exception as exc:  # noqa: BLE001 - any failure is retried, with its reason kept
             logger.warning("delivery %s failed: %s", delivery_id, exc)
             gave_up = delivery.attempts >= MAX_ATTEMPTS
-            Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENDING).update(
+            ours.filter(status=Delivery.Status.SENDING).update(
                 status=Delivery.Status.FAILED if gave_up else Delivery.Status.PENDING,
                 last_error=f"{exc.__class__.__name__}: {exc}"[:2000],
                 next_attempt_at=timezone.now() + backoff(delivery.attempts),
                 lease_until=None,
             )
             continue
-        Delivery.objects.filter(pk=delivery_id).update(
+        ours.update(
             status=Delivery.Status.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
         )
         sent += 1

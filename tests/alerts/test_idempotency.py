@@ -243,3 +243,37 @@ def test_failing_webhook_is_retried_with_backoff_then_sent_once_when_it_recovers
         with time_machine.travel(t2 + later, tick=False):
             assert deliveries_send() == 0
     assert len(webhook.posts) == 3
+
+
+@pytest.mark.django_db
+def test_a_slow_send_does_not_leave_the_next_delivery_to_another_sender(
+    tenant_a, alice, monkeypatch
+):
+    """A run's leases start when each delivery is claimed: after a send that
+    outlasted a lease, the next delivery's lease still lies ahead while it is
+    sent, so a second sender starting then cannot take it (and send it again)."""
+    import quotas.notify as notify
+
+    org = tenant_a.org
+    t0 = timezone.now().replace(microsecond=0) + timedelta(minutes=1)
+    with time_machine.travel(t0, tick=False) as clock:
+        for i in range(2):
+            alert_raise(org=org, spec=AlertSpec(kind=Alert.Kind.UNPRICED_USAGE,
+                                                dedup_key=f"unpriced:slow-{i}", title="Unpriced",
+                                                message=f"openai/gpt-{i}"))  # fmt: skip
+        send_email = notify._send_email
+        lease_ahead: list[bool] = []
+
+        def slow_send(delivery):
+            # A sender starting now could take this one if its lease were over.
+            lease = Delivery.objects.get(pk=delivery.pk).lease_until
+            lease_ahead.append(lease > timezone.now())
+            send_email(delivery)
+            clock.shift(notify.LEASE * 1.5)  # this send outlasts a lease
+
+        monkeypatch.setattr(notify, "_send_email", slow_send)
+        assert deliveries_send() == 2
+    assert lease_ahead == [True, True]
+    assert set(
+        Delivery.objects.filter(alert__organization=org).values_list("status", flat=True)
+    ) == {Delivery.Status.SENT}
