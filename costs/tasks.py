@@ -9,7 +9,7 @@ from costs.services.catalog import catalog_sync
 from costs.services.notices import daily_summary_raise, spend_spikes_raise, unpriced_usage_raise
 from costs.services.reprice import usage_reprice
 from profiles.models import Organization
-from quotas.tasks import send_notifications
+from quotas.tasks import for_each_organization, send_notifications
 
 
 def _orgs(org_id: str | None) -> list[Organization]:
@@ -21,7 +21,7 @@ def _orgs(org_id: str | None) -> list[Organization]:
 def daily_summaries() -> int:
     """Runs every quarter hour; each organization gets yesterday's summary once,
     from 08:00 in its own time zone."""
-    raised = sum(1 for org in _orgs(None) if daily_summary_raise(org=org))
+    raised = for_each_organization(_orgs(None), lambda org: int(bool(daily_summary_raise(org=org))))
     if raised:
         send_notifications.delay()
     return raised
@@ -29,7 +29,7 @@ def daily_summaries() -> int:
 
 @shared_task(name="costs.spend_spikes")
 def spend_spikes() -> int:
-    raised = sum(len(spend_spikes_raise(org=org)) for org in _orgs(None))
+    raised = for_each_organization(_orgs(None), lambda org: len(spend_spikes_raise(org=org)))
     if raised:
         send_notifications.delay()
     return raised
@@ -37,7 +37,9 @@ def spend_spikes() -> int:
 
 @shared_task(name="costs.unpriced_usage")
 def unpriced_usage(org_id: str | None = None) -> int:
-    raised = sum(1 for org in _orgs(org_id) if unpriced_usage_raise(org=org))
+    raised = for_each_organization(
+        _orgs(org_id), lambda org: int(bool(unpriced_usage_raise(org=org)))
+    )
     if raised:
         send_notifications.delay()
     return raised

@@ -10,7 +10,7 @@ the same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -59,17 +59,12 @@ def alert_raise(*, org: Organization, spec: AlertSpec) -> Alert | None:
                 profile=spec.profile,
                 data=spec.data or {},
             )
-            deliveries = []
-            recipients = alert_recipients(org=org)
-            if recipients:
-                deliveries.append(
-                    Delivery(
-                        alert=alert,
-                        channel=Delivery.Channel.EMAIL,
-                        target=", ".join(sorted(recipients)),
-                        next_attempt_at=now,
-                    )
+            deliveries = [
+                Delivery(
+                    alert=alert, channel=Delivery.Channel.EMAIL, target=target, next_attempt_at=now
                 )
+                for target in email_targets(alert_recipients(org=org))
+            ]
             if org.webhook_url:
                 deliveries.append(
                     Delivery(
@@ -83,6 +78,20 @@ def alert_raise(*, org: Organization, spec: AlertSpec) -> Alert | None:
     except IntegrityError:
         return None
     return alert
+
+
+def email_targets(recipients: Iterable[str]) -> list[str]:
+    """The recipients as the targets of email deliveries: comma-separated, in
+    order, as many to a delivery as its target holds (an organization with
+    twenty owners and admins went past it, and the alert was lost)."""
+    limit = Delivery._meta.get_field("target").max_length or 500
+    targets: list[str] = []
+    for address in sorted(recipients):
+        if targets and len(targets[-1]) + 2 + len(address) <= limit:
+            targets[-1] += f", {address}"
+        else:
+            targets.append(address)
+    return targets
 
 
 def _fmt(budget: Budget, value: Decimal) -> str:

@@ -3,6 +3,9 @@ Every one is idempotent: running it twice at once changes nothing more than once
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
+
 from celery import shared_task
 from django.utils import timezone
 
@@ -16,6 +19,20 @@ from quotas.services import (
     reservations_purge,
 )
 
+logger = logging.getLogger(__name__)
+
+
+def for_each_organization(orgs: Iterable[Organization], work: Callable[[Organization], int]) -> int:
+    """The sum of ``work(org)`` over ``orgs``; an organization whose work
+    fails is logged and skipped, so the ones after it still get theirs."""
+    done = 0
+    for org in orgs:
+        try:
+            done += work(org)
+        except Exception:  # noqa: BLE001 - one organization must not stop the others
+            logger.exception("periodic work failed for organization %s", org.slug)
+    return done
+
 
 def _orgs_with_budgets(org_id: str | None) -> list[Organization]:
     qs = Organization.objects.filter(budgets__active=True).distinct()
@@ -26,9 +43,10 @@ def _orgs_with_budgets(org_id: str | None) -> list[Organization]:
 
 @shared_task(name="quotas.evaluate_thresholds")
 def evaluate_thresholds(org_id: str | None = None, budget_ids: list[str] | None = None) -> int:
-    raised = 0
-    for org in _orgs_with_budgets(org_id):
-        raised += len(thresholds_evaluate(org=org, budget_ids=budget_ids))
+    raised = for_each_organization(
+        _orgs_with_budgets(org_id),
+        lambda org: len(thresholds_evaluate(org=org, budget_ids=budget_ids)),
+    )
     if raised:
         send_notifications.delay()
     return raised
@@ -54,17 +72,17 @@ def open_periods() -> int:
     """Open the current period of every active budget, so counters and
     dashboards have their row from the first minute (nothing depends on it:
     any check or charge opens a missing period itself)."""
-    opened = 0
-    for org in _orgs_with_budgets(None):
-        opened += len(budget_states_now(org, timezone.now()))
-    return opened
+    return for_each_organization(
+        _orgs_with_budgets(None), lambda org: len(budget_states_now(org, timezone.now()))
+    )
 
 
 @shared_task(name="quotas.reconcile_counters")
 def reconcile_counters(org_id: str | None = None, budget_ids: list[str] | None = None) -> int:
-    drift = 0
-    for org in _orgs_with_budgets(org_id):
-        drift += len(periods_reconcile(org=org, budget_ids=budget_ids))
+    drift = for_each_organization(
+        _orgs_with_budgets(org_id),
+        lambda org: len(periods_reconcile(org=org, budget_ids=budget_ids)),
+    )
     if drift:
         send_notifications.delay()
     return drift
