@@ -468,3 +468,13 @@ def celery_publishing_to(broker: Broker, queue: str) -> Iterator[object]:
     finally:
         _reset_publishing(app)
         app.conf.update(saved)
+
+
+def raise_unpriced(org, key: str):
+    """An unpriced-usage alert for ``org`` (deduplicated by ``key``), with its deliveries."""
+    from quotas.alerts import AlertSpec, alert_raise
+    from quotas.models import Alert
+
+    spec = AlertSpec(kind=Alert.Kind.UNPRICED_USAGE, dedup_key=f"unpriced:{key}",
+                     title="Usage without a price", message="openai/gpt-9")  # fmt: skip
+    return alert_raise(org=org, spec=spec)

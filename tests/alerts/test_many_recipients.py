@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from quotas.alerts import AlertSpec, alert_raise, email_targets
-from quotas.models import Alert, Delivery
+from quotas.alerts import email_targets
+from quotas.models import Delivery
 from quotas.notify import deliveries_send
+from tests.alerts.conftest import raise_unpriced
 from tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -31,11 +32,7 @@ def test_an_alert_reaches_thirty_recipients(tenant_a, mailoutbox):
     org.full_clean()
     org.save()
 
-    alert = alert_raise(
-        org=org,
-        spec=AlertSpec(kind=Alert.Kind.UNPRICED_USAGE, dedup_key="unpriced:many",
-                       title="Usage without a price", message="openai/gpt-9"),
-    )  # fmt: skip
+    alert = raise_unpriced(org, "many")
 
     assert alert is not None
     assert alert.deliveries.count() == len(email_targets(ADDRESSES))

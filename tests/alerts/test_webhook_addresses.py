@@ -8,9 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from quotas.alerts import AlertSpec, alert_raise
-from quotas.models import Alert, Delivery
+from quotas.models import Delivery
 from quotas.notify import WebhookRefused, deliveries_send, webhook_address
+from tests.alerts.conftest import raise_unpriced
 
 PUBLIC = override_settings(WEBHOOK_ALLOW_PRIVATE_ADDRESSES=False)
 
@@ -49,11 +49,7 @@ def test_no_post_reaches_a_receiver_on_loopback(tenant_a, webhook):
     org = tenant_a.org  # no members: the webhook is the only channel
     org.webhook_url = webhook.url
     org.save()
-    alert = alert_raise(
-        org=org,
-        spec=AlertSpec(kind=Alert.Kind.UNPRICED_USAGE, dedup_key="unpriced:ssrf",
-                       title="Usage without a price", message="openai/gpt-9"),
-    )  # fmt: skip
+    alert = raise_unpriced(org, "ssrf")
 
     assert deliveries_send() == 0
 
