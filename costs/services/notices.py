@@ -111,7 +111,8 @@ def spend_spikes_raise(*, org: Organization, now: datetime | None = None) -> lis
             org=org,
             spec=AlertSpec(
                 kind=Alert.Kind.SPEND_SPIKE,
-                dedup_key=f"spike:{scope}:{today.isoformat()}",
+                # By the profile's id: its name may be 255 characters, the key 200.
+                dedup_key=f"spike:{profile_id or 'org'}:{today.isoformat()}",
                 title=f"Spend spike: {money(today_cost)} today vs {money(average)}/day average",
                 message=(
                     f"{label} spent {money(today_cost)} so far today, more than "

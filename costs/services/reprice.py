@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -11,8 +12,11 @@ from costs.pricing.engine import METERS, price_usage
 from costs.selectors.budget_spend import budget_amounts
 from costs.selectors.catalog import model_resolve, price_book
 from costs.services.rollups import rollup_move
+from costs.services.usage_events import MAX_EVENT_COST
 from profiles.models import Organization
 from quotas.services import Charge, Dimensions, budget_charge
+
+logger = logging.getLogger(__name__)
 
 BATCH = 500
 
@@ -78,6 +82,11 @@ def _reprice_batch(events: list[UsageEvent]) -> int:
                 continue
             assert r is not None  # a price is only looked up for a resolved model
             result = price_usage(price.rates, {m: getattr(e, m) for m in METERS})
+            if result.total > MAX_EVENT_COST:
+                # What ingestion refuses (and past the ledger's column): it
+                # stays unpriced, and the batch goes on with the others.
+                logger.warning("event %s would price to %s; left unpriced", e.pk, result.total)
+                continue
             old = UsageEvent(
                 **{f.attname: getattr(e, f.attname) for f in UsageEvent._meta.concrete_fields}
             )

@@ -276,3 +276,37 @@ def test_spike_below_the_minimum_cost_raises_nothing(spike_org):
     org.save()
     (spike,) = spend_spikes_raise(org=org, now=SPIKE_DAY)
     assert Decimal(spike.data["today"]) == Decimal("0.9")
+
+
+def test_a_spike_of_a_profile_with_a_255_character_id_is_raised(spike_org):
+    """The spike's key names the profile by its id: its own name, up to 255
+    characters, made the key longer than its 200 and failed the whole run."""
+    org, secret = spike_org
+    long_id = "p" * 255
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    for key, when, tokens in [
+        *((f"day-{b}", SPIKE_DAY - timedelta(days=b), 100_000) for b in range(1, 8)),
+        ("today", SPIKE_DAY - timedelta(hours=2), 1_000_000),
+    ]:
+        body = {"idempotency_key": key, "provider": "openai", "model": "gpt-4o",
+                "profile": long_id, "usage": {"output_tokens": tokens},
+                "occurred_at": when.isoformat()}  # fmt: skip
+        assert api.post("/api/v1/usage", body, format="json").status_code == 201
+
+    spikes = spend_spikes_raise(org=org, now=SPIKE_DAY)
+
+    assert sorted(s.data["scope"] for s in spikes) == ["org", f"profile:{long_id}"]
+    assert spend_spikes_raise(org=org, now=SPIKE_DAY) == []  # once a day, each
+
+
+def test_plain_text_mail_keeps_the_names_as_they_are(spike_org, mailoutbox):
+    org, secret = spike_org
+    org.name = "R&D <O'Brien>"
+    org.save()
+    trailing_days_then_today(secret, daily_out=100_000, today_out=1_000_000)
+    spend_spikes_raise(org=org, now=SPIKE_DAY)
+
+    assert deliveries_send() == 1
+    (mail,) = mailoutbox
+    assert mail.subject.startswith("[R&D <O'Brien>] ")  # it read [R&amp;D &lt;O&#x27;Brien&gt;]

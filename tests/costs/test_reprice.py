@@ -492,3 +492,23 @@ def test_a_batch_of_two_organizations_is_repriced_in_their_id_order(
     monkeypatch.setattr(reprice_module, "rollup_move", noted)
     assert usage_reprice().repriced == 2
     assert order == [sooner.org.pk, later.org.pk]
+
+
+@pytest.mark.django_db
+def test_an_event_that_would_price_past_the_maximum_stays_unpriced_and_the_rest_go_on(
+    catalog, tenant_a
+):
+    """Ingestion refuses an event pricing to more than MAX_EVENT_COST; a
+    repricing leaves it unpriced instead of failing its whole batch, for
+    every tenant, on every run (10^12 tokens at $1 is past the ledger's column)."""
+    huge = _record(tenant_a, "huge", usage={"input_tokens": 10**12})
+    normal = _record(tenant_a, "normal")
+    price = _price_gpt_new()
+    Price.objects.filter(pk=price.pk).update(input_tokens=Decimal(1))  # $1 a token
+    catalog_cache_clear()
+
+    assert usage_reprice().repriced == 1
+
+    assert UsageEvent.objects.get(id=huge["id"]).priced is False
+    assert UsageEvent.objects.get(id=normal["id"]).priced is True
+    _assert_rollups_equal_ledger(tenant_a.org)
