@@ -30,7 +30,9 @@ from quotas.models import Alert, Delivery
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
-MAX_ATTEMPTS = 8
+# With the backoff below, about five hours of retries: an SMTP server or a
+# receiver down for an afternoon still gets the alert.
+MAX_ATTEMPTS = 12
 WEBHOOK_TIMEOUT = 10
 SIGNATURE_HEADER = "X-Spend-Signature"
 TIMESTAMP_HEADER = "X-Spend-Timestamp"
@@ -47,10 +49,16 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
+def _slack_text(text: str) -> str:
+    """``text`` as Slack reads it literally: its control sequences (``<!channel>``,
+    ``<@user>``, links) start with ``<``, which a name in an alert may hold."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_payload(alert: Alert) -> dict[str, object]:
     """Slack-compatible: ``text`` renders anywhere; ``alert`` carries the figures."""
     return {
-        "text": f"*{alert.title}*\n{alert.message}",
+        "text": f"*{_slack_text(alert.title)}*\n{_slack_text(alert.message)}",
         "alert": {
             "id": str(alert.id),
             "organization": alert.organization.slug,
@@ -154,6 +162,7 @@ def _claim(delivery_id: int, now: datetime) -> datetime | None:
         pk=delivery_id,
         status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
         next_attempt_at__lte=now,
+        attempts__lt=MAX_ATTEMPTS,
     ).update(status=Delivery.Status.SENDING, lease_until=lease, attempts=F("attempts") + 1)
     return lease if won else None
 
@@ -163,11 +172,21 @@ def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
     ``now``: the moment to act at (all claims), instead of the clock at each."""
     fixed = now
     now = now or timezone.now()
+    # Its worker stopped during its last attempt (the lease ran out): it has
+    # had its attempts, as if that one had failed.
+    Delivery.objects.filter(
+        status=Delivery.Status.SENDING, lease_until__lte=now, attempts__gte=MAX_ATTEMPTS
+    ).update(
+        status=Delivery.Status.FAILED,
+        lease_until=None,
+        last_error="The worker sending it stopped during its last attempt.",
+    )
     due = list(
         Delivery.objects.filter(
             Q(lease_until__isnull=True) | Q(lease_until__lte=now),
             status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
             next_attempt_at__lte=now,
+            attempts__lt=MAX_ATTEMPTS,
         )
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
@@ -187,8 +206,9 @@ def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
             else:
                 _send_email(delivery)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, with its reason kept
-            logger.warning("delivery %s failed: %s", delivery_id, exc)
             gave_up = delivery.attempts >= MAX_ATTEMPTS
+            log = logger.error if gave_up else logger.warning
+            log("delivery %s failed%s: %s", delivery_id, " for good" if gave_up else "", exc)
             ours.filter(status=Delivery.Status.SENDING).update(
                 status=Delivery.Status.FAILED if gave_up else Delivery.Status.PENDING,
                 last_error=f"{exc.__class__.__name__}: {exc}"[:2000],

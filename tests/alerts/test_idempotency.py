@@ -20,7 +20,7 @@ from quotas.models import Alert, BudgetPeriod, Delivery
 from quotas.notify import deliveries_send
 from quotas.services import budget_create
 from quotas.tasks import send_notifications
-from tests.alerts.conftest import celery_publishing_to, start_worker, wait_until
+from tests.alerts.conftest import celery_publishing_to, raise_unpriced, start_worker, wait_until
 
 BUDGETS = 6
 THRESHOLDS = [50, 80, 100]
@@ -277,3 +277,41 @@ def test_a_slow_send_does_not_leave_the_next_delivery_to_another_sender(
     assert set(
         Delivery.objects.filter(alert__organization=org).values_list("status", flat=True)
     ) == {Delivery.Status.SENT}
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_worker_stopped_in_its_last_attempt_is_failed_not_sent_again(
+    tenant_a, alice, mailoutbox
+):
+    import quotas.notify as notify
+
+    alert = raise_unpriced(tenant_a.org, "last-attempt")
+    (delivery,) = alert.deliveries.all()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.SENDING,
+        attempts=notify.MAX_ATTEMPTS,
+        lease_until=timezone.now() - timedelta(seconds=1),  # its worker is gone
+    )
+
+    assert deliveries_send() == 0
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.FAILED
+    assert delivery.attempts == notify.MAX_ATTEMPTS
+    assert mailoutbox == []
+
+
+@pytest.mark.django_db
+def test_the_webhook_text_shows_slack_control_sequences_literally(tenant_a):
+    from quotas.notify import webhook_payload
+
+    alert = alert_raise(
+        org=tenant_a.org,
+        spec=AlertSpec(kind=Alert.Kind.SPEND_SPIKE, dedup_key="spike:slack",
+                       title="Spend spike", message="Profile <!channel> & <@U123> spent $5"),
+    )  # fmt: skip
+
+    text = webhook_payload(alert)["text"]
+
+    assert text == "*Spend spike*\nProfile &lt;!channel&gt; &amp; &lt;@U123&gt; spent $5"
+    assert webhook_payload(alert)["alert"]["id"] == str(alert.id)
