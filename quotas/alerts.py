@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -23,7 +23,7 @@ from profiles.models import Organization, Profile
 from profiles.selectors import alert_recipients
 from quotas.amounts import MICROSECOND, WIDE, percent_used, scaled
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery
-from quotas.services import active_budgets, current_states
+from quotas.services import BudgetState, active_budgets, current_states
 
 
 @dataclass(frozen=True)
@@ -112,18 +112,32 @@ def projection(period: BudgetPeriod, now: datetime) -> Decimal | None:
     return scaled(period.spent, total, elapsed, Decimal("0.000000000001"))
 
 
+# How long after its end a period is still evaluated: the beat evaluates
+# every five minutes, and a run may be late.
+JUST_ENDED = timedelta(minutes=30)
+
+
 def thresholds_evaluate(
     *, org: Organization, budget_ids: list[str] | None = None, now: datetime | None = None
 ) -> list[Alert]:
     """Raise an alert for every threshold the current period of each budget has
-    reached (spent against the limit; holds don't count). Idempotent."""
+    reached (spent against the limit; holds don't count), and a period that
+    ended in the last ``JUST_ENDED`` (an event at 23:59:59 takes a daily
+    budget over after its evaluation has moved on to the next day).
+    Idempotent."""
     now = now or timezone.now()
     budgets = active_budgets(org)
     if budget_ids is not None:
         wanted = {str(b) for b in budget_ids}
         budgets = [b for b in budgets if str(b.pk) in wanted]
+    states = list(current_states(org, budgets, now))
+    by_id = {b.pk: b for b in budgets}
+    ended = BudgetPeriod.objects.filter(
+        budget__in=budgets, end__gt=now - JUST_ENDED, end__lte=now
+    ).exclude(pk__in=[s.period.pk for s in states])
+    states += [BudgetState(by_id[p.budget_id], p) for p in ended]
     raised: list[Alert] = []
-    for state in current_states(org, budgets, now):
+    for state in states:
         budget, period = state.budget, state.period
         percent = percent_used(period.spent, budget.limit)
         for threshold in sorted(budget.thresholds):
