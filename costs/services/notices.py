@@ -28,6 +28,9 @@ def daily_summary_raise(*, org: Organization, now: datetime | None = None) -> Al
         return None
     today = local.date()
     yesterday = today - timedelta(days=1)
+    dedup_key = f"daily_summary:{yesterday.isoformat()}"
+    if Alert.objects.filter(organization=org, dedup_key=dedup_key).exists():
+        return None  # sent already: the beat asks every quarter hour, all day
     day_qs = rollups(org=org, since=yesterday, until=today)
     day = totals(day_qs)
     month = month_figures(org=org, today=yesterday)
@@ -62,7 +65,7 @@ def daily_summary_raise(*, org: Organization, now: datetime | None = None) -> Al
         org=org,
         spec=AlertSpec(
             kind=Alert.Kind.DAILY_SUMMARY,
-            dedup_key=f"daily_summary:{yesterday.isoformat()}",
+            dedup_key=dedup_key,
             title=f"AI spend for {yesterday.isoformat()}: {money(day['cost'])}",
             message=(
                 f"Yesterday {money(day['cost'])} in {day['requests']} call(s); month to date "

@@ -310,3 +310,21 @@ def test_plain_text_mail_keeps_the_names_as_they_are(spike_org, mailoutbox):
     assert deliveries_send() == 1
     (mail,) = mailoutbox
     assert mail.subject.startswith("[R&D <O'Brien>] ")  # it read [R&amp;D &lt;O&#x27;Brien&gt;]
+
+
+def test_a_summary_sent_is_not_built_again_the_rest_of_the_day(spike_org, monkeypatch):
+    import costs.services.notices as notices
+
+    org, _ = spike_org
+    at = datetime(2026, 6, 20, 9, 0, tzinfo=UTC)
+    assert daily_summary_raise(org=org, now=at) is not None
+    built: list[object] = []
+    month_figures = notices.month_figures
+    monkeypatch.setattr(
+        notices, "month_figures", lambda **kw: built.append(kw) or month_figures(**kw)
+    )
+
+    for quarter in range(1, 8):
+        assert daily_summary_raise(org=org, now=at + timedelta(minutes=15 * quarter)) is None
+
+    assert built == []
