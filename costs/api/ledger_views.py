@@ -47,6 +47,14 @@ class UsageEventOutputSerializer(serializers.ModelSerializer):
         fields = EXPORT_FIELDS
 
 
+def _bad_cursor() -> ApiError:
+    """A cursor this API did not write is bad input (400), not a missing object."""
+    return ApiError(
+        "The request is invalid; see details.",
+        details={"cursor": "Not a cursor of this list: follow the next and previous links."},
+    )
+
+
 class LedgerCursorPagination(CursorPagination):
     """Newest first, by (occurred_at, id): a cursor's position is both, so it
     names one event even where many share a moment (a batch sent without
@@ -71,7 +79,13 @@ class LedgerCursorPagination(CursorPagination):
             # In UTC: PostgreSQL refuses offsets of 16 hours or more.
             return moment.astimezone(UTC), uuid.UUID(pk)
         except (ValueError, OverflowError) as exc:
-            raise NotFound(self.invalid_cursor_message) from exc
+            raise _bad_cursor() from exc
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound as exc:  # DRF's answer to a cursor it cannot read
+            raise _bad_cursor() from exc
 
     def paginate_queryset(
         self, queryset: QuerySet[_M, _R], request: Request, view: Any = None

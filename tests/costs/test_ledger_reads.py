@@ -230,14 +230,16 @@ def test_offsets_past_what_postgresql_takes_are_read_in_utc_not_a_500(ledger, te
     assert client.get("/api/v1/usage", {"cursor": cursor}).status_code == 200
 
 
-def test_a_tampered_cursor_is_404_not_500(ledger, tenant_a):
+def test_a_tampered_cursor_is_a_400_naming_it(ledger, tenant_a):
     import base64
 
-    for position in ("not-a-time|x", "2026-11-15T08:00:00|00000000-0000-0000-0000-000000000000"):
-        cursor = base64.b64encode(f"o=0&r=0&p={position}".encode()).decode()
+    positions = ("not-a-time|x", "2026-11-15T08:00:00|00000000-0000-0000-0000-000000000000")
+    cursors = [base64.b64encode(f"o=0&r=0&p={p}".encode()).decode() for p in positions]
+    for cursor in [*cursors, "not base64 at all", base64.b64encode(b"o=x").decode()]:
         resp = tenant_a.client().get("/api/v1/usage", {"cursor": cursor})
-        assert resp.status_code == 404, position
-        assert resp.json()["error"] == "not_found"
+        assert resp.status_code == 400, cursor
+        assert resp.json()["error"] == "invalid"
+        assert "cursor" in resp.json()["details"]
 
 
 @pytest.mark.parametrize(
