@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from quotas.models import Budget, BudgetPeriod
 
@@ -235,3 +235,27 @@ def until_a_lock_wait(timeout: float = 30) -> None:
                 return
         assert time.monotonic() < deadline, "no session waited on a lock"
         time.sleep(0.02)
+
+
+def deleted_while_held(
+    take_first: Callable[[], object],
+    take_second: Callable[[], object],
+    delete: Callable[[], object],
+) -> None:
+    """``delete`` run while another transaction has done ``take_first`` and
+    waits to do ``take_second``, which it does once the deletion is seen
+    waiting on a lock; fails with either side's error (a deadlock)."""
+    holding, go = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction.atomic():
+            take_first()
+            holding.set()
+            assert go.wait(30)
+            take_second()
+
+    with InBackground(writer):
+        assert holding.wait(30)
+        with InBackground(delete):
+            until_a_lock_wait()
+            go.set()

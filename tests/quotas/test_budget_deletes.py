@@ -7,22 +7,20 @@ waits on the other crosswise."""
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.db import connection, transaction
+from django.db import connection
 from django.test import RequestFactory
 
 from profiles.models import ApiKey, Organization
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.services import budgets_delete
 from tests.factories import UserFactory
-from tests.quotas.helpers import InBackground, until_a_lock_wait
+from tests.quotas.helpers import deleted_while_held
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 END = datetime(2027, 1, 1, tzinfo=UTC)
@@ -59,30 +57,6 @@ def _lock_period(period: BudgetPeriod) -> None:
     list(BudgetPeriod.objects.select_for_update().filter(pk=period.pk))
 
 
-def _deleted_while_held(
-    take_first: Callable[[], object],
-    take_second: Callable[[], object],
-    delete: Callable[[], object],
-) -> None:
-    """``delete`` run while another transaction has done ``take_first`` and
-    waits to do ``take_second``, which it does once the deletion is seen
-    waiting on a lock; fails with either side's error (a deadlock)."""
-    holding, go = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with transaction.atomic():
-            take_first()
-            holding.set()
-            assert go.wait(30)
-            take_second()
-
-    with InBackground(writer):
-        assert holding.wait(30)
-        with InBackground(delete):
-            until_a_lock_wait()
-            go.set()
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("owner", "delete"),
@@ -106,7 +80,7 @@ def test_a_deletion_waits_for_a_writer_holding_one_of_two_periods(tenant_a, owne
     first = BudgetPeriod.objects.create(budget_id=FIRST, start=START, end=END)
     assert second.pk < first.pk
     # What every counter writer does: the periods in (budget, start) order.
-    _deleted_while_held(
+    deleted_while_held(
         lambda: _lock_period(first), lambda: _lock_period(second), lambda: delete(tenant_a)
     )
     assert not Budget.objects.filter(pk__in=[FIRST, SECOND]).exists()
@@ -129,7 +103,7 @@ def test_a_profile_deletion_waits_for_a_settle_holding_its_reservation(tenant_a)
     held = Reservation.objects.create(
         organization=tenant_a.org, profile=tenant_a.profile, expires_at=END
     )
-    _deleted_while_held(
+    deleted_while_held(
         lambda: Reservation.objects.filter(pk=held.pk).update(status=Reservation.Status.SETTLED),
         lambda: _lock_period(period),
         lambda: _delete_profile(tenant_a),
@@ -161,5 +135,5 @@ def test_a_budget_deletion_waits_for_the_purge_holding_one_of_its_holds(tenant_a
             cursor.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
         budgets_delete(budgets=[budget])
 
-    _deleted_while_held(lambda: lock(first), lambda: lock(second), delete)
+    deleted_while_held(lambda: lock(first), lambda: lock(second), delete)
     assert not ReservationHold.objects.filter(pk__in=[first.pk, second.pk]).exists()
