@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from profiles.models import Organization, Profile
 from profiles.selectors import alert_recipients
-from quotas.amounts import MICROSECOND, WIDE, percent_used, scaled
+from quotas.amounts import MICROSECOND, WIDE, percent_of, scaled, to_tenth
 from quotas.models import Alert, Budget, BudgetPeriod, Delivery
 from quotas.services import BudgetState, active_budgets, current_states
 
@@ -139,7 +139,7 @@ def thresholds_evaluate(
     raised: list[Alert] = []
     for state in states:
         budget, period = state.budget, state.period
-        percent = percent_used(period.spent, budget.limit)
+        percent = percent_of(period.spent, budget.limit)
         for threshold in sorted(budget.thresholds):
             if percent < threshold:
                 break
@@ -154,7 +154,7 @@ def thresholds_evaluate(
                 "resets_at": period.end.isoformat(),
                 "limit": str(budget.limit),
                 "spent": str(period.spent),
-                "percent": f"{percent}",
+                "percent": f"{to_tenth(percent)}",
                 "threshold": threshold,
                 "projected": str(projected) if projected is not None else None,
                 "limit_display": _fmt(budget, budget.limit),

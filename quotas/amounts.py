@@ -20,10 +20,20 @@ TENTH = Decimal("0.1")
 MICROSECOND = timedelta(microseconds=1)
 
 
+def percent_of(spent: Decimal, limit: Decimal) -> Decimal:
+    """``spent`` as a percentage of ``limit`` (> 0), unrounded: what a
+    threshold is compared with."""
+    return WIDE.divide(WIDE.multiply(spent, 100), limit)
+
+
+def to_tenth(percent: Decimal) -> Decimal:
+    """A percentage as it is shown: to one place, half up."""
+    return percent.quantize(TENTH, rounding=decimal.ROUND_HALF_UP, context=WIDE)
+
+
 def percent_used(spent: Decimal, limit: Decimal) -> Decimal:
-    """``spent`` as a percentage of ``limit`` (> 0), to one place, half up."""
-    ratio = WIDE.divide(WIDE.multiply(spent, 100), limit)
-    return ratio.quantize(TENTH, rounding=decimal.ROUND_HALF_UP, context=WIDE)
+    """``spent`` as a percentage of ``limit``, as shown."""
+    return to_tenth(percent_of(spent, limit))
 
 
 def scaled(value: Decimal, numerator: int, denominator: int, places: Decimal) -> Decimal:

@@ -1,6 +1,7 @@
-"""A period that ended a few minutes ago is still evaluated: an event just
-before midnight takes a daily budget over after its evaluation has moved on
-to the next day."""
+"""Which periods and spends raise threshold alerts: a period that ended a few
+minutes ago is still evaluated (an event just before midnight takes a daily
+budget over after its evaluation has moved on to the next day), and a
+threshold is reached by the spend itself, not its percentage as shown."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def test_a_daily_budget_taken_over_just_before_midnight_still_alerts(tenant_a):
     assert {a.period.start for a in alerts} == {start}
     with time_machine.travel(midnight + timedelta(hours=2), tick=False):
         assert thresholds_evaluate(org=tenant_a.org) == []  # raised once, and long over
+
+
+def test_a_threshold_is_reached_by_the_spend_itself_not_its_rounded_percentage(tenant_a):
+    """79.96% shows as 80.0% but has not reached an 80% threshold."""
+    budget = budget_create(org=tenant_a.org, name="Cap", limit=Decimal(100))
+    BudgetPeriod.objects.filter(budget=budget).update(spent=Decimal("79.96"))
+
+    assert thresholds_evaluate(org=tenant_a.org) == []
+
+    BudgetPeriod.objects.filter(budget=budget).update(spent=Decimal("80"))
+    (alert,) = thresholds_evaluate(org=tenant_a.org)
+    assert (alert.threshold, alert.data["percent"]) == (80, "80.0")
