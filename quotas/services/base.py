@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import models
+
 from config.rows import RowReader
 from quotas.models import Budget, BudgetPeriod, Reservation
 
@@ -69,3 +71,10 @@ class CheckResult:
     @property
     def money_denied(self) -> bool:
         return any(s.budget.is_money for s in self.denied)
+
+
+def rows_lock(rows: models.QuerySet, *order: str) -> None:
+    """In the caller's transaction, lock ``rows`` (theirs only, not the rows
+    of a table their filter joins) FOR UPDATE in ``order``: the one order
+    every writer of those rows takes them in."""
+    list(rows.select_for_update(of=("self",)).order_by(*order).values_list("pk", flat=True))

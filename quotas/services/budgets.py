@@ -23,6 +23,7 @@ from quotas.periods import period_bounds
 from quotas.services.base import (
     _PERIOD_KINDS,
     _TABLE,
+    rows_lock,
 )
 from quotas.services.counters import (
     _live_holds,
@@ -315,16 +316,8 @@ def budget_rows_lock(
     their periods). Ended reservations are left to the cascade, after their
     holds, as the purge deletes them."""
     if reservations is not None:
-        # Their rows only: not the keys or profiles a filter joins.
-        held = reservations.filter(status=Reservation.Status.HELD)
-        locking = held.select_for_update(of=("self",))
-        list(locking.order_by("pk").values_list("pk", flat=True))
-    list(
-        BudgetPeriod.objects.select_for_update()
-        .filter(budget__in=budgets)
-        .order_by("budget_id", "start")
-        .values_list("pk", flat=True)
-    )
+        rows_lock(reservations.filter(status=Reservation.Status.HELD), "pk")
+    rows_lock(BudgetPeriod.objects.filter(budget__in=budgets), "budget_id", "start")
     holds_lock(ReservationHold.objects.filter(period__budget__in=budgets))
 
 

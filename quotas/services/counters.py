@@ -27,6 +27,7 @@ from quotas.services.base import (
     Dimensions,
     PeriodKey,
     ReservationNotFound,
+    rows_lock,
 )
 from quotas.services.periods import (
     amount_for,
@@ -456,7 +457,7 @@ def holds_lock(holds: models.QuerySet[ReservationHold]) -> None:
     order, the one order of every hold deleter (the purge of old reservations
     reaches them by reservation, a deleted budget's periods by period: each
     deleting in its own order, they could wait on each other crosswise)."""
-    list(holds.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
+    rows_lock(holds, "pk")
 
 
 def reservations_purge(*, now: datetime | None = None, batch: int = 5_000) -> int:
