@@ -21,7 +21,7 @@ import urllib.parse
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from quotas.emails import email_for
@@ -157,43 +157,42 @@ def _claim(delivery_id: int, now: datetime) -> datetime | None:
     runs from ``now``, the moment of the claim: a run's earlier sends must not
     have used it up already, or another worker could take it at once."""
     lease = now + LEASE
-    won = Delivery.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        pk=delivery_id,
-        status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
-        next_attempt_at__lte=now,
-        attempts__lt=MAX_ATTEMPTS,
-    ).update(status=Delivery.Status.SENDING, lease_until=lease, attempts=F("attempts") + 1)
+    won = (
+        _due(now)
+        .filter(pk=delivery_id)
+        .update(status=Delivery.Status.SENDING, lease_until=lease, attempts=F("attempts") + 1)
+    )
     return lease if won else None
+
+
+def _due(at: datetime) -> QuerySet[Delivery]:
+    """Deliveries to attempt at ``at``: not sent, no lease running, their
+    backoff over and attempts left."""
+    return Delivery.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lte=at),
+        status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
+        next_attempt_at__lte=at,
+        attempts__lt=MAX_ATTEMPTS,
+    )
 
 
 def deliveries_send(*, now: datetime | None = None, limit: int = 200) -> int:
     """Send every due delivery this worker can claim; returns how many were sent.
     ``now``: the moment to act at (all claims), instead of the clock at each."""
-    fixed = now
-    now = now or timezone.now()
+    start = now or timezone.now()
     # Its worker stopped during its last attempt (the lease ran out): it has
     # had its attempts, as if that one had failed.
     Delivery.objects.filter(
-        status=Delivery.Status.SENDING, lease_until__lte=now, attempts__gte=MAX_ATTEMPTS
+        status=Delivery.Status.SENDING, lease_until__lte=start, attempts__gte=MAX_ATTEMPTS
     ).update(
         status=Delivery.Status.FAILED,
         lease_until=None,
         last_error="The worker sending it stopped during its last attempt.",
     )
-    due = list(
-        Delivery.objects.filter(
-            Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-            status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING],
-            next_attempt_at__lte=now,
-            attempts__lt=MAX_ATTEMPTS,
-        )
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    due = list(_due(start).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
     sent = 0
     for delivery_id in due:
-        lease = _claim(delivery_id, fixed or timezone.now())
+        lease = _claim(delivery_id, now or timezone.now())
         if lease is None:
             continue  # another worker has it
         # Marked only while the lease is this worker's: one that ran out and

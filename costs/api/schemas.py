@@ -106,6 +106,8 @@ LongName = Annotated[
     AfterValidator(_trimmed),
 ]
 
+PROVIDER_MAX = 100
+
 
 def _provider(value: str) -> str:
     # Lower-cased as it is stored, then measured: "İ" lower-cases to two
@@ -116,7 +118,6 @@ def _provider(value: str) -> str:
     return value
 
 
-PROVIDER_MAX = 100
 # A provider's name as it is stored and matched: trimmed and lower-cased.
 ProviderName = Annotated[
     str,
