@@ -39,6 +39,7 @@ from costs.services.ledger import (
     ledger_insert,
     ledger_insert_one_sql,
     ledger_rollup_row,
+    ledger_tenant_keys_now,
     ledger_values_params,
 )
 from costs.services.profiles import usage_profiles_bind
@@ -61,6 +62,7 @@ from profiles.models import ApiKey, Organization, Profile
 from profiles.services import (
     CredentialsVanished,
     credentials_vanished,
+    organization_gate_share,
     profile_vanished,
 )
 from quotas.services import (
@@ -196,7 +198,13 @@ def _usage_record(
         # The transaction reports budgets from the states it is handed.
         ahead = _read_ahead(org, events, resolved, model_ids, api_key_id, now)
     if written is None:
+        outermost = not connection.in_atomic_block
         with transaction.atomic():
+            if outermost and len(ordered) > FEW_ROWS and connection.vendor == "postgresql":
+                # A large batch checks its rows' parents as it inserts them
+                # (``ledger_tenant_keys_now``), inside its organization's gate.
+                organization_gate_share(org.pk)
+                ledger_tenant_keys_now()
             written = _record(org, ordered, named, shared, ahead, bound_profile_id)
     profiles, inserted, states = written
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)

@@ -67,6 +67,33 @@ def ledger_insert(rows: list[LedgerRow], shared: Mapping[str, object]) -> set[uu
     return {row[0] for row in fetch(_insert_sql(), params)}
 
 
+def ledger_tenant_keys_now() -> None:
+    """In the caller's transaction, from here on: the ledger's foreign keys to
+    the organization, profile and key are checked as each INSERT ends, not at
+    COMMIT. A 1,000-row batch's 3,000 checks otherwise run while it holds its
+    rollup rows and budget counters, which the organization's other batches
+    wait for. The caller must hold the organization's gate
+    (``profiles.services.organization_gate_share``): the checks then lock the
+    parents before those rows, which only its setup changes, kept out by the
+    gate, could wait crosswise with. PostgreSQL only."""
+    names = ", ".join(connection.ops.quote_name(n) for n in _tenant_key_names())
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET CONSTRAINTS {names} IMMEDIATE")
+
+
+@functools.cache
+def _tenant_key_names() -> tuple[str, ...]:
+    rows = fetch(
+        "SELECT c.conname FROM pg_constraint c JOIN pg_attribute a"
+        " ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)"
+        " WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND a.attname = ANY(%s)"
+        " ORDER BY c.conname",
+        [UsageEvent._meta.db_table, ["organization_id", "profile_id", "api_key_id"]],
+        prepare=False,
+    )
+    return tuple(r[0] for r in rows)
+
+
 def ledger_values_params(rows: list[LedgerRow]) -> list[object]:
     """The parameters of ``_insert_values_sql(len(rows))`` (and of
     ``ledger_insert_one_sql()`` for one row), row after row."""

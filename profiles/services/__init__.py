@@ -29,6 +29,7 @@ from profiles.services.memberships import (
 )
 from profiles.services.organizations import (
     organization_create,
+    organization_gate_share,
     organization_locked,
     organization_save,
     organizations_lock,
@@ -65,6 +66,7 @@ __all__ = [
     "membership_set_check",
     "memberships_delete_check",
     "organization_create",
+    "organization_gate_share",
     "organization_locked",
     "organization_owner_check",
     "organization_save",

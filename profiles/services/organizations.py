@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from profiles.models import (
     Membership,
@@ -49,13 +49,56 @@ def organizations_lock(org_ids: Iterable[object]) -> None:
     """In the caller's transaction, lock these organizations' rows in id order,
     FOR NO KEY UPDATE (which the foreign key checks of their writes pass): the
     first lock of any change to an organization's setup, so two such changes
-    take their locks in one order."""
+    take their locks in one order.
+
+    Before the rows, each organization's gate (``organization_gate_share``)
+    is taken for itself: a change to the setup waits for the batches in
+    flight, and the batches arriving wait for it."""
+    org_ids = sorted({i for i in org_ids if i is not None}, key=str)  # None: one being added
+    _gates_take(org_ids, shared=False)
     list(
         Organization.objects.select_for_update(no_key=True)
-        .filter(pk__in=sorted(org_ids, key=str))
+        .filter(pk__in=org_ids)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+
+
+def organization_gate_share(org_id: uuid.UUID | str) -> None:
+    """In the caller's transaction, as its first lock: the organization's
+    gate, shared with the other batches of usage it records.
+
+    A large batch checks its ledger rows' parents (the organization, profiles
+    and key) as it inserts them, so its rollup rows and budget counters stay
+    locked only for the rest: those checks lock each parent FOR KEY SHARE
+    before the shared rows. The only locks they wait for are a parent's
+    deletion or a change of its unique columns (FOR UPDATE), and those come
+    only from changes to the organization's setup, whose first lock
+    (``organizations_lock``) takes the gate for itself: such a change never
+    holds a row a batch inside the gate waits for. Without the gate a deleter
+    locking a profile's rollups and counters, then the profile, would wait
+    crosswise with a batch holding the profile and wanting them.
+
+    An advisory lock of the transaction, keyed by the id (its low 64 bits);
+    nothing on another database."""
+    _gates_take([org_id], shared=True)
+
+
+def _gates_take(org_ids: Iterable[object], *, shared: bool) -> None:
+    """The gates of ``org_ids`` (in id order, the order the rows are locked
+    in, also by a transaction taking them one call at a time)."""
+    keys = list(dict.fromkeys(_gate_key(i) for i in sorted(org_ids, key=str)))
+    if not keys or connection.vendor != "postgresql":
+        return
+    take = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        # The array's order is the order taken.
+        cursor.execute(f"SELECT {take}(k) FROM unnest(%s::bigint[]) AS k", [keys])  # noqa: S608
+
+
+def _gate_key(org_id: object) -> int:
+    low = uuid.UUID(str(org_id)).int & 0xFFFF_FFFF_FFFF_FFFF
+    return low - (1 << 64) if low >= 1 << 63 else low
 
 
 def organization_locked(org_id: uuid.UUID | str) -> Organization:

@@ -53,11 +53,17 @@ def _post_event(client, key: str, profile: str):
     return client.post("/api/v1/usage", _event_body(key, profile), format="json")
 
 
+# A small batch: it reads its profiles before its transaction, as a single
+# event does. A large one reads them inside its organization's gate, which a
+# deletion waits for (tests/costs/test_batch_gate.py).
+LATE_BATCH = 5
+
+
 def _post_late(client, path: str, profile: str):
-    """One event "late" (the single path), or nine "late-<i>" in a batch."""
+    """One event "late" (the single path), or LATE_BATCH "late-<i>" in a batch."""
     if path == "single":
         return _post_event(client, "late", profile)
-    events = [_event_body(f"late-{i}", profile) for i in range(9)]
+    events = [_event_body(f"late-{i}", profile) for i in range(LATE_BATCH)]
     return client.post("/api/v1/usage/batch", {"events": events}, format="json")
 
 
@@ -100,7 +106,7 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
     again = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
     assert again.pk != first.pk
     late = UsageEvent.objects.filter(idempotency_key__startswith="late")
-    assert late.count() == (1 if path == "single" else 9)
+    assert late.count() == (1 if path == "single" else LATE_BATCH)
     assert set(late.values_list("profile_id", flat=True)) == {again.pk}
 
 

@@ -220,10 +220,10 @@ def priced_call(key: str, cost: str = "0.30", **fields: Any) -> Any:
     )
 
 
-def until_a_lock_wait(timeout: float = 30) -> None:
-    """Return once a session of this test's database waits on a lock (what a
-    test holding a row in another thread waits for before letting it go);
-    fail after ``timeout`` seconds."""
+def until_a_lock_wait(timeout: float = 30, *, sessions: int = 1) -> None:
+    """Return once ``sessions`` sessions of this test's database wait on a
+    lock (what a test holding a row in another thread waits for before
+    letting it go); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         with connection.cursor() as cursor:
@@ -231,9 +231,9 @@ def until_a_lock_wait(timeout: float = 30) -> None:
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
-            if cursor.fetchone()[0]:
+            if cursor.fetchone()[0] >= sessions:
                 return
-        assert time.monotonic() < deadline, "no session waited on a lock"
+        assert time.monotonic() < deadline, f"fewer than {sessions} sessions waited on a lock"
         time.sleep(0.02)
 
 

@@ -77,19 +77,34 @@ def test_a_budget_created_while_an_ingestion_is_in_flight_is_settled_after_it(
     org = tenant_a.org
     queued: list[dict] = []
     monkeypatch.setattr(reconcile_counters, "apply_async", lambda **options: queued.append(options))
-    with ingestion_in_flight(monkeypatch, org, [_event(f"k{i}", "0.10") for i in range(9)]):
+    # A few events: read ahead, outside the organization's gate.
+    with ingestion_in_flight(monkeypatch, org, [_event(f"k{i}", "0.10") for i in range(5)]):
         budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
     period = _counter(budget)
     ledger = spend_between(budget, period.start, period.end)
-    # The budget opened from the ledger before the nine events were committed,
+    # The budget opened from the ledger before the five events were committed,
     # and the ingestion had read the budgets before the budget existed.
-    assert (period.spent, ledger) == (0, Decimal("0.90"))
+    assert (period.spent, ledger) == (0, Decimal("0.50"))
     # Its creation queued a settling for once ingestions in flight are done.
     (options,) = queued
     assert options["countdown"] == BUDGET_SETTLE_SECONDS
     assert options["kwargs"]["budget_ids"] == [str(budget.pk)]
     reconcile_counters(**options["kwargs"])
-    assert _counter(budget).spent == Decimal("0.90")
+    assert _counter(budget).spent == Decimal("0.50")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_created_while_a_large_batch_is_in_flight_waits_and_counts_it(
+    tenant_a, monkeypatch
+):
+    """A batch of more than a few events holds its organization's gate, which
+    a change to the setup takes for itself: the budget opens after it, from a
+    ledger that holds its events."""
+    org = tenant_a.org
+    with ingestion_in_flight(monkeypatch, org, [_event(f"k{i}", "0.10") for i in range(9)]):
+        budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
+    period = _counter(budget)
+    assert period.spent == spend_between(budget, period.start, period.end) == Decimal("0.90")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,153 @@
+"""A large batch checks its ledger rows' parents (organization, profile, key)
+as it inserts them, before it locks its rollup rows and budget counters,
+inside its organization's gate; a change to the organization's setup that
+deletes a parent or changes its unique columns takes the gate for itself
+first. So a deletion that locks the rollups and counters, then the parent,
+never waits crosswise with a batch that holds the parent and wants them.
+
+Each case pauses the change on the row the batch needs next (held by a third
+transaction), starts the batch, then lets the row go: without the gate the
+change and the batch deadlock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.db import transaction
+from django.test import RequestFactory
+
+from costs.models import DailyUsage, UsageEvent
+from costs.services import usage_record
+from costs.services.profiles import profiles_delete
+from profiles.models import ApiKey, Organization, Profile
+from profiles.services import CredentialsVanished, organization_save
+from quotas.models import Budget, BudgetPeriod
+from tests.costs.test_ingest import ledger_grouped, rollups_grouped
+from tests.factories import UserFactory
+from tests.quotas.helpers import InBackground, priced_call, until_a_lock_wait
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BATCH = 10  # more than FEW_ROWS: the batch path
+
+
+def _lock_rollups_of(profile: Profile) -> None:
+    list(DailyUsage.objects.select_for_update().filter(profile=profile))
+
+
+def _lock_periods_of(**scope: Any) -> None:
+    list(
+        BudgetPeriod.objects.select_for_update(of=("self",)).filter(
+            **{f"budget__{k}": v for k, v in scope.items()}
+        )
+    )
+
+
+def _admin_delete(model: type, pk: object) -> None:
+    request = RequestFactory().post("/")
+    request.user = UserFactory(is_superuser=True, is_staff=True)
+    admin.site._registry[model].delete_queryset(request, model.objects.filter(pk=pk))
+
+
+def _during_a_paused_change(
+    hold: Callable[[], None], change: Callable[[], None], batch: Callable[[], None]
+) -> None:
+    """``change`` run while a third transaction holds what ``hold`` locks; once
+    the change waits for it, ``batch`` starts; once both wait, the row goes."""
+    holding, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with transaction.atomic():
+            hold()
+            holding.set()
+            assert go.wait(30)
+
+    with InBackground(holder):
+        assert holding.wait(30)
+        with InBackground(change):
+            until_a_lock_wait()
+            with InBackground(batch):
+                until_a_lock_wait(sessions=2)
+                go.set()
+
+
+def _events(prefix: str, **fields: Any) -> list[Any]:
+    return [priced_call(f"{prefix}-{i}", "0.10", **fields) for i in range(BATCH)]
+
+
+def test_a_profile_deleted_while_a_batch_names_it(tenant_a):
+    org, doomed = tenant_a.org, tenant_a.profile
+    Budget.objects.create(organization=org, name="theirs", limit=Decimal(100), profile=doomed)
+    usage_record(org=org, events=_events("before", profile=doomed.external_id))
+
+    _during_a_paused_change(
+        hold=lambda: _lock_rollups_of(doomed),
+        change=lambda: profiles_delete(profiles=[doomed]),
+        batch=lambda: usage_record(org=org, events=_events("during", profile=doomed.external_id)),
+    )
+
+    assert not Profile.objects.filter(pk=doomed.pk).exists()
+    # The batch came after the deletion: its profile, named again, is new.
+    anew = Profile.objects.get(organization=org, external_id=doomed.external_id)
+    during = UsageEvent.objects.filter(organization=org, idempotency_key__startswith="during-")
+    assert during.count() == BATCH
+    assert set(during.values_list("profile_id", flat=True)) == {anew.pk}
+    assert rollups_grouped(org) == ledger_grouped(org)
+
+
+def test_a_key_deleted_while_a_batch_is_recorded_with_it(tenant_a):
+    org, key = tenant_a.org, tenant_a.key
+    key.profile = None
+    key.save(update_fields=["profile"])
+    Budget.objects.create(organization=org, name="the key's", limit=Decimal(100), api_key=key)
+    usage_record(org=org, events=_events("before"), api_key=key)
+    refused: list[BaseException] = []
+
+    def batch() -> None:
+        try:
+            usage_record(org=org, events=_events("during"), api_key=ApiKey.objects.get(pk=key.pk))
+        except Exception as exc:  # the key is gone: refused whole, nothing written
+            refused.append(exc)
+
+    _during_a_paused_change(
+        hold=lambda: _lock_periods_of(api_key=key),
+        change=lambda: _admin_delete(ApiKey, key.pk),
+        batch=batch,
+    )
+
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    assert [type(e) for e in refused] == [CredentialsVanished]
+    assert not UsageEvent.objects.filter(
+        organization=org, idempotency_key__startswith="during-"
+    ).exists()
+    assert rollups_grouped(org) == ledger_grouped(org)
+
+
+def test_an_organization_renamed_into_another_zone_while_a_batch_is_recorded(tenant_a):
+    org = tenant_a.org
+    Budget.objects.create(organization=org, name="all", limit=Decimal(100))
+    usage_record(org=org, events=_events("before"))
+
+    def rename() -> None:
+        renamed = Organization.objects.get(pk=org.pk)
+        renamed.slug, renamed.timezone = "acme-renamed", "Asia/Tokyo"
+        organization_save(org=renamed)
+
+    _during_a_paused_change(
+        hold=lambda: _lock_periods_of(organization=org),
+        change=rename,
+        batch=lambda: usage_record(org=org, events=_events("during")),
+    )
+
+    org.refresh_from_db()
+    assert (org.slug, org.timezone) == ("acme-renamed", "Asia/Tokyo")
+    assert (
+        UsageEvent.objects.filter(organization=org, idempotency_key__startswith="during-").count()
+        == BATCH
+    )
+    assert rollups_grouped(org) == ledger_grouped(org)
