@@ -225,8 +225,10 @@ class UsageEvent(models.Model):
     cost_breakdown = models.JSONField(default=dict, blank=True)
     client_cost = models.DecimalField(**MONEY, null=True, blank=True)
     revenue = models.DecimalField(**MONEY, null=True, blank=True)
+    # A price an event used is never deleted on its own; with its
+    # organization, whose events go too (an override), it is.
     price = models.ForeignKey(
-        Price, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Price, on_delete=models.RESTRICT, null=True, blank=True, related_name="+"
     )
     priced = models.BooleanField(default=True)
     reservation_id = models.UUIDField(null=True, blank=True)

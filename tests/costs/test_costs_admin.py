@@ -361,6 +361,40 @@ def test_a_used_override_is_read_only_and_cannot_be_deleted(catalog, tenant_b, c
     assert Price.objects.filter(pk=override.pk).exists()
 
 
+def test_an_organization_whose_events_used_its_override_can_be_deleted(catalog, tenant_a, tenant_b):
+    """Its events and its overrides go together; a used price is still never
+    deleted on its own, and the global price its events would have used stays."""
+    from django.db.models import RestrictedError
+
+    from profiles.models import Organization
+
+    override = Price.objects.create(
+        model=_gpt4o(),
+        organization=tenant_b.org,
+        effective_from=datetime(2026, 11, 1, tzinfo=UTC),
+        input_tokens=Decimal("0.000002"),
+    )
+    assert _record(tenant_b, "uses-override").price_id == override.pk
+    other = _record(tenant_a, "uses-global")
+    with pytest.raises(RestrictedError):
+        Price.objects.filter(pk=override.pk).delete()
+
+    # In code, as the admin's delete view (which refuses while the read-only
+    # ledger holds rows of it) would: after the organizations' locks.
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/")
+    request.user = get_user_model().objects.create_superuser("root@example.com", "root@x", "pw")
+    admin.site._registry[Organization].delete_model(request, tenant_b.org)
+    assert not Organization.objects.filter(pk=tenant_b.org.pk).exists()
+    assert not Price.objects.filter(pk=override.pk).exists()
+    assert not UsageEvent.objects.filter(organization_id=tenant_b.org.pk).exists()
+    assert UsageEvent.objects.get(pk=other.pk).price_id == other.price_id
+    with pytest.raises(RestrictedError):
+        Price.objects.filter(pk=other.price_id).delete()
+
+
 def test_a_superuser_cannot_edit_a_used_global_price_either(catalog, tenant_a):
     root = get_user_model().objects.create_superuser("root@example.com", "root@example.com", "pw")
     price = Price.objects.get(model=_gpt4o(), organization__isnull=True)
