@@ -31,6 +31,7 @@ from quotas.services.counters import (
 )
 from quotas.services.periods import (
     current_states,
+    period_ensure,
 )
 from quotas.spend import spend_between, spend_between_many
 
@@ -140,12 +141,19 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
     may_change = Q(start__lte=now, end__gt=now) | Q(start=start)
     if drop_holds:
         may_change |= Q(reserved__gt=0)
-    rows = dict(
+    rows_of = (
         BudgetPeriod.objects.select_for_update()
         .filter(may_change, budget=budget)
         .order_by("start")
         .values_list("pk", "reserved")
     )
+    # Those starting before the current period, then the current one, opened
+    # if missing (its insert locks it), then the others: from daily to monthly
+    # mid-month, the month's row comes before today's, which a writer opening
+    # the month's row and charging today's would otherwise wait for crosswise.
+    rows = dict(rows_of.filter(start__lt=start))
+    period_ensure(budget, start, end)
+    rows |= dict(rows_of.filter(start__gte=start))
     (state,) = current_states(org, [budget], now)
     if state.period.end != end:
         # Another period began at the same instant (a day and a month on the

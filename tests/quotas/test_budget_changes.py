@@ -614,3 +614,29 @@ def test_a_reconciliation_skips_a_period_ended_or_deleted_after_it_listed_them(
 
     monkeypatch.setattr(reconcile_module, "spend_between", change_the_other)
     assert periods_reconcile(org=org) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_daily_to_monthly_mid_month_and_a_writer_opening_the_1st_do_not_deadlock(tenant_a):
+    """The month's row starts before today's: the change opens it before it
+    locks today's, the writers' (start) order, while a writer that opened the
+    1st's row (a late event) waits to charge today's."""
+    from tests.quotas.helpers import deleted_while_held
+
+    first, today = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC)
+    with time_machine.travel(datetime(2026, 12, 7, 12, tzinfo=UTC), tick=False):
+        budget = budget_create(org=tenant_a.org, name="Cap", period="daily", limit=Decimal("10"))
+        todays = BudgetPeriod.objects.get(budget=budget, start=today)
+
+        def open_the_first() -> None:
+            BudgetPeriod.objects.create(budget=budget, start=first, end=first + timedelta(days=1),
+                                        spent=Decimal(0), reserved=Decimal(0), opened_at=first)  # fmt: skip
+
+        deleted_while_held(
+            open_the_first,
+            lambda: list(BudgetPeriod.objects.select_for_update().filter(pk=todays.pk)),
+            lambda: budget_update(budget=Budget.objects.get(pk=budget.pk), period="monthly"),
+        )
+    month = BudgetPeriod.objects.get(budget=budget, start=first)
+    assert month.end == datetime(2027, 1, 1, tzinfo=UTC)
+    assert BudgetPeriod.objects.get(pk=todays.pk).end == datetime(2026, 12, 7, 12, tzinfo=UTC)
