@@ -38,8 +38,8 @@ from costs.services.ledger import (
     LedgerRow,
     ledger_insert,
     ledger_insert_one_sql,
+    ledger_keys_now,
     ledger_rollup_row,
-    ledger_tenant_keys_now,
     ledger_values_params,
 )
 from costs.services.profiles import usage_profiles_bind
@@ -202,9 +202,9 @@ def _usage_record(
         with transaction.atomic():
             if outermost and len(ordered) > FEW_ROWS and connection.vendor == "postgresql":
                 # A large batch checks its rows' parents as it inserts them
-                # (``ledger_tenant_keys_now``), inside its organization's gate.
+                # (``ledger_keys_now``), inside its organization's gate.
                 organization_gate_share(org.pk)
-                ledger_tenant_keys_now()
+                ledger_keys_now()
             written = _record(org, ordered, named, shared, ahead, bound_profile_id)
     profiles, inserted, states = written
     existing = _recorded_before(org, ordered, inserted, rejected, now, states)

@@ -67,28 +67,33 @@ def ledger_insert(rows: list[LedgerRow], shared: Mapping[str, object]) -> set[uu
     return {row[0] for row in fetch(_insert_sql(), params)}
 
 
-def ledger_tenant_keys_now() -> None:
-    """In the caller's transaction, from here on: the ledger's foreign keys to
-    the organization, profile and key are checked as each INSERT ends, not at
-    COMMIT. A 1,000-row batch's 3,000 checks otherwise run while it holds its
-    rollup rows and budget counters, which the organization's other batches
-    wait for. The caller must hold the organization's gate
-    (``profiles.services.organization_gate_share``): the checks then lock the
-    parents before those rows, which only its setup changes, kept out by the
-    gate, could wait crosswise with. PostgreSQL only."""
-    names = ", ".join(connection.ops.quote_name(n) for n in _tenant_key_names())
+def ledger_keys_now() -> None:
+    """In the caller's transaction, from here on: the ledger's foreign keys
+    are checked as each INSERT ends, not at COMMIT. A 1,000-row batch's 5,000
+    checks otherwise run while it holds its rollup rows and budget counters,
+    which the organization's other batches wait for.
+
+    The checks then lock the parents (FOR KEY SHARE) before those rows. They
+    wait only for a parent's deletion or a change of its unique columns.
+    Those of an organization, profile or key come only from changes to the
+    organization's setup, which lock rollups and counters before the parent:
+    the caller must hold the organization's gate
+    (``profiles.services.organization_gate_share``), which such changes take
+    for themselves first. Those of a price or model (its deletion, an unused
+    override's new start) hold no rollup, counter or hold of an organization
+    while they wait, and take the organizations' rows (the price trigger) only
+    after the price's: they never wait on the batch crosswise. PostgreSQL only."""
+    names = ", ".join(connection.ops.quote_name(n) for n in _key_names())
     with connection.cursor() as cursor:
         cursor.execute(f"SET CONSTRAINTS {names} IMMEDIATE")
 
 
 @functools.cache
-def _tenant_key_names() -> tuple[str, ...]:
+def _key_names() -> tuple[str, ...]:
     rows = fetch(
-        "SELECT c.conname FROM pg_constraint c JOIN pg_attribute a"
-        " ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)"
-        " WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND a.attname = ANY(%s)"
-        " ORDER BY c.conname",
-        [UsageEvent._meta.db_table, ["organization_id", "profile_id", "api_key_id"]],
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'"
+        " ORDER BY conname",
+        [UsageEvent._meta.db_table],
         prepare=False,
     )
     return tuple(r[0] for r in rows)

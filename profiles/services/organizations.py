@@ -68,10 +68,10 @@ def organization_gate_share(org_id: uuid.UUID | str) -> None:
     """In the caller's transaction, as its first lock: the organization's
     gate, shared with the other batches of usage it records.
 
-    A large batch checks its ledger rows' parents (the organization, profiles
-    and key) as it inserts them, so its rollup rows and budget counters stay
-    locked only for the rest: those checks lock each parent FOR KEY SHARE
-    before the shared rows. The only locks they wait for are a parent's
+    A large batch checks its ledger rows' parents as it inserts them
+    (``costs.services.ledger.ledger_keys_now``), so its rollup rows and
+    budget counters stay locked only for the rest: those checks lock each
+    parent FOR KEY SHARE before the shared rows. The only locks they wait for are a parent's
     deletion or a change of its unique columns (FOR UPDATE), and those come
     only from changes to the organization's setup, whose first lock
     (``organizations_lock``) takes the gate for itself: such a change never
