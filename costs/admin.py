@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from unfold.admin import ModelAdmin, TabularInline
@@ -13,7 +14,7 @@ from costs.exports import csv_rows
 from costs.models import AIModel, DailyUsage, Price, Provider, UsageEvent
 from costs.pricing.engine import METERS
 from costs.selectors.catalog import catalog_cache_clear
-from costs.services.catalog import price_is_used
+from costs.services.catalog import catalog_gate_take, price_is_used
 from costs.services.reprice import usage_reprice
 from profiles.admin_scoping import (
     FormCountCapMixin,
@@ -26,8 +27,30 @@ from profiles.admin_widgets import KeyCheckedAutocompleteMixin
 from profiles.tenancy import orgs_managed_by, orgs_visible_to
 
 
+class CatalogGateMixin:
+    """Deletes catalog rows, and saves changes to them (a model's unique
+    columns), after taking the catalog's gate for itself (``catalog_gate_take``):
+    the large batches in flight finish first, the ones arriving wait."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            if change:
+                catalog_gate_take()
+            super().save_model(request, obj, form, change)  # type: ignore[misc]
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            catalog_gate_take()
+            super().delete_model(request, obj)  # type: ignore[misc]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            catalog_gate_take()
+            super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
 @admin.register(Provider)
-class ProviderAdmin(GlobalCatalogAdminMixin, ModelAdmin):
+class ProviderAdmin(CatalogGateMixin, GlobalCatalogAdminMixin, ModelAdmin):
     list_display = ["slug", "name"]
     search_fields = ["slug", "name"]
 
@@ -77,7 +100,7 @@ class PriceInline(FormCountCapMixin, TabularInline):
 
 
 @admin.register(AIModel)
-class AIModelAdmin(GlobalCatalogAdminMixin, ModelAdmin):
+class AIModelAdmin(CatalogGateMixin, GlobalCatalogAdminMixin, ModelAdmin):
     list_display = ["slug", "provider", "name", "position"]
     list_filter = ["provider"]
     list_select_related = ["provider"]
@@ -106,7 +129,7 @@ class PriceScopeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Price)
-class PriceAdmin(KeyCheckedAutocompleteMixin, TenantScopedAdminMixin, ModelAdmin):
+class PriceAdmin(CatalogGateMixin, KeyCheckedAutocompleteMixin, TenantScopedAdminMixin, ModelAdmin):
     """Global rows are readable by every member and changed by superusers; a
     tenant's admins add and edit its overrides. A price an event used is frozen:
     a change is a new row with a later effective_from."""

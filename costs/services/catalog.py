@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from costs.catalog.source import CatalogModel, CatalogPrice
 from costs.models import AIModel, Price, Provider, UsageEvent
@@ -13,6 +13,26 @@ from costs.pricing.engine import METERS
 from costs.selectors.catalog import catalog_cache_clear
 
 RATE_QUANTUM = Decimal(1).scaleb(-18)
+
+# The catalog's gate, an advisory lock (the bytes of "catalog"): every large
+# batch shares it while it checks its events' models and prices at its INSERT
+# (``costs.services.ledger.ledger_keys_now``); a deletion of providers,
+# models or prices, or a change of a model's unique columns, takes it for
+# itself first (``catalog_gate_take``).
+CATALOG_GATE = int.from_bytes(b"catalog", "big")
+
+
+def catalog_gate_take() -> None:
+    """In the caller's transaction, as its first lock: the catalog's gate for
+    itself. A large batch holds a model and its prices FOR KEY SHARE from its
+    INSERT on, then waits for rollups and counters that a single event of its
+    organization may hold while it waits, at its COMMIT, for a price being
+    deleted: the deletion must not be waiting for the batch meanwhile. So it
+    waits for the batches in flight before it locks anything, and the batches
+    arriving wait for it. Nothing on another database."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CATALOG_GATE])
 
 
 @dataclass

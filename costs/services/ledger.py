@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import UsageEvent
 from costs.pricing.engine import METERS
+from costs.services.catalog import CATALOG_GATE
 from costs.services.rollups import LEDGER_RETURNING, RollupRow
 
 # One ledger row to record: its column values by attribute name (``LEDGER_COLUMNS``).
@@ -73,19 +74,26 @@ def ledger_keys_now() -> None:
     checks otherwise run while it holds its rollup rows and budget counters,
     which the organization's other batches wait for.
 
-    The checks then lock the parents (FOR KEY SHARE) before those rows. They
-    wait only for a parent's deletion or a change of its unique columns.
-    Those of an organization, profile or key come only from changes to the
-    organization's setup, which lock rollups and counters before the parent:
-    the caller must hold the organization's gate
-    (``profiles.services.organization_gate_share``), which such changes take
-    for themselves first. Those of a price or model (its deletion, an unused
-    override's new start) hold no rollup, counter or hold of an organization
-    while they wait, and take the organizations' rows (the price trigger) only
-    after the price's: they never wait on the batch crosswise. PostgreSQL only."""
+    The checks then lock the parents (FOR KEY SHARE) before those rows, and
+    wait only for a parent's deletion or a change of its unique columns,
+    which lock other rows first:
+    - an organization's, profile's or key's come from changes to the
+      organization's setup, which lock its rollups and counters first: the
+      caller must hold the organization's gate
+      (``profiles.services.organization_gate_share``), which those changes
+      take for themselves before any lock;
+    - a price's or model's hold nothing of a batch's, but a single event
+      holding rollups may wait for them at its COMMIT: this takes the
+      catalog's gate (``costs.services.catalog.catalog_gate_take``), shared,
+      in the same round trip.
+    PostgreSQL only."""
     names = ", ".join(connection.ops.quote_name(n) for n in _key_names())
     with connection.cursor() as cursor:
-        cursor.execute(f"SET CONSTRAINTS {names} IMMEDIATE")
+        # One round trip, no parameters: the gate's key is our constant.
+        cursor.execute(
+            f"SELECT pg_advisory_xact_lock_shared({int(CATALOG_GATE)}); "
+            f"SET CONSTRAINTS {names} IMMEDIATE"
+        )
 
 
 @functools.cache

@@ -45,7 +45,7 @@ def organization_create(
     return org
 
 
-def organizations_lock(org_ids: Iterable[object]) -> None:
+def organizations_lock(org_ids: Iterable[object], *, gated: Iterable[object] | None = None) -> None:
     """In the caller's transaction, lock these organizations' rows in id order,
     FOR NO KEY UPDATE (which the foreign key checks of their writes pass): the
     first lock of any change to an organization's setup, so two such changes
@@ -53,9 +53,11 @@ def organizations_lock(org_ids: Iterable[object]) -> None:
 
     Before the rows, each organization's gate (``organization_gate_share``)
     is taken for itself: a change to the setup waits for the batches in
-    flight, and the batches arriving wait for it."""
+    flight, and the batches arriving wait for it. ``gated``: only these
+    organizations' gates (a change that locks every organization's row, as
+    the price trigger does, but changes the setup of a few)."""
     org_ids = sorted({i for i in org_ids if i is not None}, key=str)  # None: one being added
-    _gates_take(org_ids, shared=False)
+    _gates_take(org_ids if gated is None else gated, shared=False)
     list(
         Organization.objects.select_for_update(no_key=True)
         .filter(pk__in=org_ids)
@@ -85,9 +87,11 @@ def organization_gate_share(org_id: uuid.UUID | str) -> None:
 
 
 def _gates_take(org_ids: Iterable[object], *, shared: bool) -> None:
-    """The gates of ``org_ids`` (in id order, the order the rows are locked
-    in, also by a transaction taking them one call at a time)."""
-    keys = list(dict.fromkeys(_gate_key(i) for i in sorted(org_ids, key=str)))
+    """The gates of ``org_ids``, in id order, the order their rows are locked
+    in (a transaction taking them over several calls keeps that order only
+    if each call's organizations come after the last call's, as for rows)."""
+    ids = sorted({i for i in org_ids if i is not None}, key=str)
+    keys = list(dict.fromkeys(_gate_key(i) for i in ids))
     if not keys or connection.vendor != "postgresql":
         return
     take = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"

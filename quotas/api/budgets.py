@@ -17,6 +17,7 @@ from profiles.api.base import TenantApiView
 from profiles.api.errors import ApiError
 from profiles.api.pagination import CappedLimitOffsetPagination, page_parameters, paginated
 from profiles.models import ApiKey
+from profiles.services import organizations_lock
 from quotas.models import Budget, validate_thresholds
 from quotas.selectors import budget_list, budget_states, budget_status
 from quotas.services import budget_create, budget_delete, budget_update
@@ -156,6 +157,10 @@ class BudgetListApi(_BudgetBase):
         serializer = BudgetInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         with transaction.atomic():
+            # The organization first, as every change to its setup: resolving
+            # may create the profile named, which a batch inside the
+            # organization's gate may be creating too.
+            organizations_lock([self.org.pk])
             budget = budget_create(
                 org=self.org, **self.resolve_refs(dict(serializer.validated_data))
             )
@@ -178,6 +183,7 @@ class BudgetDetailApi(_BudgetBase):
         serializer.is_valid(raise_exception=True)
         changes = {k: v for k, v in serializer.validated_data.items() if k in request.data}
         with transaction.atomic():
+            organizations_lock([self.org.pk])  # first, as in ``post``
             budget = budget_update(budget=budget, **self.resolve_refs(changes, current=budget))
         return Response(self.render([budget])[0])
 

@@ -151,3 +151,78 @@ def test_an_organization_renamed_into_another_zone_while_a_batch_is_recorded(ten
         == BATCH
     )
     assert rollups_grouped(org) == ledger_grouped(org)
+
+
+def test_a_budget_naming_a_new_profile_while_a_batch_creates_it(tenant_a, monkeypatch):
+    """The budget's request takes the organization's lock (and gate) before it
+    creates the profile it names: a batch inside the gate creating the same
+    profile would otherwise wait for that row while the request waits for it."""
+    import costs.services.ingest as ingest_module
+
+    org = tenant_a.org
+    inside, go = threading.Event(), threading.Event()
+    bind = ingest_module.usage_profiles_bind
+
+    def paused_bind(**kwargs: Any) -> Any:
+        inside.set()
+        assert go.wait(30)
+        return bind(**kwargs)
+
+    monkeypatch.setattr(ingest_module, "usage_profiles_bind", paused_bind)
+    answers: list[Any] = []
+    body = {"name": "newbie's", "limit": "5.00", "profile": "newbie"}
+    with InBackground(lambda: usage_record(org=org, events=_events("b", profile="newbie"))):
+        assert inside.wait(30)
+        with InBackground(
+            lambda: answers.append(tenant_a.client().post("/api/v1/budgets", body, format="json"))
+        ):
+            until_a_lock_wait()
+            go.set()
+
+    (answer,) = answers
+    assert answer.status_code == 201, answer.content
+    newbie = Profile.objects.get(organization=org, external_id="newbie")
+    assert Budget.objects.get(organization=org, name="newbie's").profile_id == newbie.pk
+    assert set(
+        UsageEvent.objects.filter(organization=org).values_list("profile_id", flat=True)
+    ) == {newbie.pk}
+
+
+def test_a_catalog_model_is_deleted_after_the_batches_in_flight(catalog, tenant_a, monkeypatch):
+    """A large batch holds the models and prices it names from its INSERT on;
+    a deletion in the catalog takes the catalog's gate first, so it waits for
+    the batch rather than hold prices a single event's COMMIT may wait for."""
+    from costs.models import AIModel
+    from tests.quotas.helpers import ingestion_in_flight
+
+    org, doomed = tenant_a.org, AIModel.objects.get(provider__slug="openai", slug="gpt-4o")
+    with ingestion_in_flight(monkeypatch, org, _events("in-flight")):
+        _admin_delete(AIModel, doomed.pk)
+        # Returned only once the batch had committed.
+        recorded = UsageEvent.objects.filter(
+            organization=org, idempotency_key__startswith="in-flight-"
+        )
+        assert recorded.count() == BATCH
+    assert not AIModel.objects.filter(pk=doomed.pk).exists()
+
+
+def test_deleting_an_organization_with_overrides_lets_other_organizations_batches_be(
+    catalog, tenant_a, tenant_b, monkeypatch
+):
+    """Its deletion locks every organization's row (the price trigger's
+    order) but takes only its own gate: another organization's batch in
+    flight neither holds it up nor waits for it."""
+    from django.utils import timezone
+
+    from costs.models import AIModel, Price
+    from tests.quotas.helpers import ingestion_in_flight
+
+    Price.objects.create(model=AIModel.objects.get(provider__slug="openai", slug="gpt-4o"),
+                         organization=tenant_a.org, effective_from=timezone.now(),
+                         input_tokens=Decimal("0.000001"))  # fmt: skip
+    with ingestion_in_flight(monkeypatch, tenant_b.org, _events("other")):
+        _admin_delete(Organization, tenant_a.org.pk)
+        assert not Organization.objects.filter(pk=tenant_a.org.pk).exists()
+        # The batch is still in flight: the deletion did not wait for it.
+        assert not UsageEvent.objects.filter(organization=tenant_b.org).exists()
+    assert UsageEvent.objects.filter(organization=tenant_b.org).count() == BATCH
