@@ -110,16 +110,14 @@ class LocksOrganizationsOnDeleteMixin:
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         with transaction.atomic():
-            orgs = {self._organization_of(obj)}
-            organizations_lock(self._organizations_to_lock(orgs), gated=orgs)
+            organizations_lock(self._organizations_to_lock({self._organization_of(obj)}))
             self._lock_budget_rows(type(obj)._default_manager.filter(pk=obj.pk))
             super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         with transaction.atomic():
             orgs = {self._organization_of(obj) for obj in queryset}
-            # Only their gates: their batches wait, other organizations' do not.
-            organizations_lock(self._organizations_to_lock(orgs), gated=orgs)
+            organizations_lock(self._organizations_to_lock(orgs))
             self._lock_budget_rows(queryset)
             super().delete_queryset(request, queryset)  # type: ignore[misc]
 

@@ -45,7 +45,7 @@ def organization_create(
     return org
 
 
-def organizations_lock(org_ids: Iterable[object], *, gated: Iterable[object] | None = None) -> None:
+def organizations_lock(org_ids: Iterable[object]) -> None:
     """In the caller's transaction, lock these organizations' rows in id order,
     FOR NO KEY UPDATE (which the foreign key checks of their writes pass): the
     first lock of any change to an organization's setup, so two such changes
@@ -53,11 +53,12 @@ def organizations_lock(org_ids: Iterable[object], *, gated: Iterable[object] | N
 
     Before the rows, each organization's gate (``organization_gate_share``)
     is taken for itself: a change to the setup waits for the batches in
-    flight, and the batches arriving wait for it. ``gated``: only these
-    organizations' gates (a change that locks every organization's row, as
-    the price trigger does, but changes the setup of a few)."""
+    flight, and the batches arriving wait for it. Every row is locked after
+    its own gate, never without it: a change holding one organization's gate
+    and row and waiting for another's gate would otherwise wait crosswise
+    with one holding that gate and waiting for the row."""
     org_ids = sorted({i for i in org_ids if i is not None}, key=str)  # None: one being added
-    _gates_take(org_ids if gated is None else gated, shared=False)
+    _gates_take(org_ids, shared=False)
     list(
         Organization.objects.select_for_update(no_key=True)
         .filter(pk__in=org_ids)
