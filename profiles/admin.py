@@ -93,9 +93,6 @@ class LocksOrganizationsOnDeleteMixin:
     def _organization_of(self, obj: Any) -> object:
         return obj.organization_id
 
-    def _organizations_to_lock(self, org_ids: set[object]) -> set[object]:
-        return org_ids
-
     def _lock_budget_rows(self, deleted: QuerySet[Any]) -> None:
         """Then their reservations and period rows, in the counter writers'
         order (``budget_rows_lock``), before the cascade takes them in its own."""
@@ -110,14 +107,14 @@ class LocksOrganizationsOnDeleteMixin:
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         with transaction.atomic():
-            organizations_lock(self._organizations_to_lock({self._organization_of(obj)}))
+            organizations_lock({self._organization_of(obj)})
             self._lock_budget_rows(type(obj)._default_manager.filter(pk=obj.pk))
             super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         with transaction.atomic():
             orgs = {self._organization_of(obj) for obj in queryset}
-            organizations_lock(self._organizations_to_lock(orgs))
+            organizations_lock(orgs)
             self._lock_budget_rows(queryset)
             super().delete_queryset(request, queryset)  # type: ignore[misc]
 
@@ -144,16 +141,6 @@ class OrganizationAdmin(LocksOrganizationsOnDeleteMixin, TenantScopedAdminMixin,
 
     def _organization_of(self, obj: Any) -> object:
         return obj.pk
-
-    def _organizations_to_lock(self, org_ids: set[object]) -> set[object]:
-        """Every organization, when those deleted have price overrides: their
-        deletion fires the price trigger, which locks every organization in id
-        order, and holding these first would cross a change locking others."""
-        from costs.models import Price
-
-        if Price.objects.filter(organization_id__in=org_ids).exists():
-            return set(Organization.objects.values_list("pk", flat=True))
-        return org_ids
 
     def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
         if change:

@@ -204,3 +204,25 @@ def test_a_catalog_model_is_deleted_after_the_batches_in_flight(catalog, tenant_
         )
         assert recorded.count() == BATCH
     assert not AIModel.objects.filter(pk=doomed.pk).exists()
+
+
+def test_deleting_an_organization_with_overrides_lets_other_organizations_batches_be(
+    catalog, tenant_a, tenant_b, monkeypatch
+):
+    """Its overrides' price trigger bumps only its own organization: the
+    deletion locks (and gates) only it, so another organization's batch in
+    flight neither holds it up nor waits for it."""
+    from django.utils import timezone
+
+    from costs.models import AIModel, Price
+    from tests.quotas.helpers import ingestion_in_flight
+
+    Price.objects.create(model=AIModel.objects.get(provider__slug="openai", slug="gpt-4o"),
+                         organization=tenant_a.org, effective_from=timezone.now(),
+                         input_tokens=Decimal("0.000001"))  # fmt: skip
+    with ingestion_in_flight(monkeypatch, tenant_b.org, _events("other")):
+        _admin_delete(Organization, tenant_a.org.pk)
+        assert not Organization.objects.filter(pk=tenant_a.org.pk).exists()
+        # The batch is still in flight: the deletion did not wait for it.
+        assert not UsageEvent.objects.filter(organization=tenant_b.org).exists()
+    assert UsageEvent.objects.filter(organization=tenant_b.org).count() == BATCH

@@ -144,6 +144,20 @@ def test_a_new_price_prices_the_next_event(tenant_a):
     assert not Organization.objects.filter(setup_version=0).exists()
 
 
+def test_an_override_moves_only_its_organization_on(tenant_a, tenant_b):
+    """A catalog price is every organization's; an override is its own
+    organization's alone: the others' setup (and their memos) stay."""
+    a, b = _version(tenant_a.org), _version(tenant_b.org)
+    override = copy_price(global_price("openai", "gpt-4o"), organization=tenant_a.org,
+                          effective_from=timezone.now() - timedelta(seconds=1))  # fmt: skip
+    assert (_version(tenant_a.org), _version(tenant_b.org)) == (a + 1, b)
+    Price.objects.filter(pk=override.pk).update(source="edited")
+    Price.objects.filter(pk=override.pk).delete()
+    assert (_version(tenant_a.org), _version(tenant_b.org)) == (a + 3, b)
+    Price.objects.filter(pk=global_price("openai", "gpt-4o").pk).update(source="edited")
+    assert (_version(tenant_a.org), _version(tenant_b.org)) == (a + 4, b + 1)
+
+
 def test_a_price_edited_in_place_prices_the_next_event(tenant_a):
     client = tenant_a.client()
     for i in range(2):
