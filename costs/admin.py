@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, ProtectedError, Q, QuerySet, RestrictedError
 from django.http import HttpRequest, StreamingHttpResponse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
@@ -30,7 +33,9 @@ from profiles.tenancy import orgs_managed_by, orgs_visible_to
 class CatalogGateMixin:
     """Deletes catalog rows, and saves changes to them (a model's unique
     columns), after taking the catalog's gate for itself (``catalog_gate_take``):
-    the large batches in flight finish first, the ones arriving wait."""
+    the large batches in flight finish first, the ones arriving wait. A row
+    that usage recorded meanwhile has come to use is refused (403), as the
+    delete page refuses one already in use, not a server error."""
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         with transaction.atomic():
@@ -39,14 +44,22 @@ class CatalogGateMixin:
             super().save_model(request, obj, form, change)  # type: ignore[misc]
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
+        with _refused_if_used(), transaction.atomic():
             catalog_gate_take()
             super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        with transaction.atomic():
+        with _refused_if_used(), transaction.atomic():
             catalog_gate_take()
             super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
+@contextmanager
+def _refused_if_used() -> Iterator[None]:
+    try:
+        yield
+    except (ProtectedError, RestrictedError) as exc:
+        raise PermissionDenied("Recorded usage uses it now; nothing was deleted.") from exc
 
 
 @admin.register(Provider)

@@ -395,6 +395,32 @@ def test_an_organization_whose_events_used_its_override_can_be_deleted(catalog, 
         Price.objects.filter(pk=other.price_id).delete()
 
 
+def test_a_price_used_once_its_delete_page_was_shown_is_refused_not_a_500(catalog, tenant_b):
+    """The delete page checked that the override was unused; usage recorded
+    before the POST used it: the deletion is refused and nothing goes."""
+    from django.contrib import admin
+    from django.core.exceptions import PermissionDenied
+    from django.test import RequestFactory
+
+    override = Price.objects.create(
+        model=_gpt4o(),
+        organization=tenant_b.org,
+        effective_from=datetime(2026, 11, 1, tzinfo=UTC),
+        input_tokens=Decimal("0.000002"),
+    )
+    assert _record(tenant_b, "uses-override-now").price_id == override.pk
+    request = RequestFactory().post("/")
+    request.user = get_user_model().objects.create_superuser("root@example.com", "root@x", "pw")
+    with pytest.raises(PermissionDenied):
+        admin.site._registry[Price].delete_model(request, override)
+    with pytest.raises(PermissionDenied):
+        admin.site._registry[AIModel].delete_queryset(
+            request, AIModel.objects.filter(pk=_gpt4o().pk)
+        )
+    assert Price.objects.filter(pk=override.pk).exists()
+    assert AIModel.objects.filter(pk=_gpt4o().pk).exists()
+
+
 def test_a_superuser_cannot_edit_a_used_global_price_either(catalog, tenant_a):
     root = get_user_model().objects.create_superuser("root@example.com", "root@example.com", "pw")
     price = Price.objects.get(model=_gpt4o(), organization__isnull=True)
