@@ -361,6 +361,16 @@ def test_a_used_override_is_read_only_and_cannot_be_deleted(catalog, tenant_b, c
     assert Price.objects.filter(pk=override.pk).exists()
 
 
+def _override_of(tenant) -> Price:
+    """An override of gpt-4o for ``tenant``, in force before ``AT``."""
+    return Price.objects.create(
+        model=_gpt4o(),
+        organization=tenant.org,
+        effective_from=datetime(2026, 11, 1, tzinfo=UTC),
+        input_tokens=Decimal("0.000002"),
+    )
+
+
 def test_an_organization_whose_events_used_its_override_can_be_deleted(catalog, tenant_a, tenant_b):
     """Its events and its overrides go together; a used price is still never
     deleted on its own, and the global price its events would have used stays."""
@@ -368,12 +378,7 @@ def test_an_organization_whose_events_used_its_override_can_be_deleted(catalog, 
 
     from profiles.models import Organization
 
-    override = Price.objects.create(
-        model=_gpt4o(),
-        organization=tenant_b.org,
-        effective_from=datetime(2026, 11, 1, tzinfo=UTC),
-        input_tokens=Decimal("0.000002"),
-    )
+    override = _override_of(tenant_b)
     assert _record(tenant_b, "uses-override").price_id == override.pk
     other = _record(tenant_a, "uses-global")
     with pytest.raises(RestrictedError):
@@ -402,12 +407,7 @@ def test_a_price_used_once_its_delete_page_was_shown_is_refused_not_a_500(catalo
     from django.core.exceptions import PermissionDenied
     from django.test import RequestFactory
 
-    override = Price.objects.create(
-        model=_gpt4o(),
-        organization=tenant_b.org,
-        effective_from=datetime(2026, 11, 1, tzinfo=UTC),
-        input_tokens=Decimal("0.000002"),
-    )
+    override = _override_of(tenant_b)
     assert _record(tenant_b, "uses-override-now").price_id == override.pk
     request = RequestFactory().post("/")
     request.user = get_user_model().objects.create_superuser("root@example.com", "root@x", "pw")
