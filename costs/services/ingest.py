@@ -24,10 +24,11 @@ from django.utils import timezone
 
 from config.ids import uuid7s
 from config.rows import FEW_ROWS, fetch
-from costs.models import UsageEvent
+from costs.models import AIModel, Price, UsageEvent
 from costs.pricing.engine import METERS
 from costs.selectors.catalog import (
     ResolvedModel,
+    catalog_cache_clear,
     model_name,
     model_resolve,
     price_book,
@@ -64,6 +65,7 @@ from profiles.services import (
     credentials_vanished,
     organization_gate_share,
     profile_vanished,
+    row_vanished,
 )
 from quotas.services import (
     BudgetState,
@@ -95,17 +97,27 @@ def usage_record(
     refuses them and nothing is written. Outside a caller's transaction the
     events are then recorded once more, looking the profile up again: a
     profile named by a write and not found is created, as for a new name.
-    The key (or its organization) deleted meanwhile refuses them the same
-    way: ``CredentialsVanished``, with nothing written."""
+    The same for a price or model deleted after the events were priced with
+    it (an unused override deleted in the admin as its first use arrives):
+    they are priced again from the catalog as it stands. The key (or its
+    organization) deleted meanwhile refuses them the same way:
+    ``CredentialsVanished``, with nothing written."""
     try:
         return _usage_record(org, events, api_key, org_fresh)
     except IntegrityError as exc:
         if credentials_vanished(exc):
             raise CredentialsVanished(str(exc)) from exc
-        if connection.in_atomic_block or not profile_vanished(exc):
+        catalog = _catalog_vanished(exc)
+        if connection.in_atomic_block or not (catalog or profile_vanished(exc)):
             raise
-        logger.info("a profile named by usage for %s was deleted meanwhile; again", org.slug)
+        if catalog:
+            catalog_cache_clear()  # this process may still resolve names to a deleted model
+        logger.info("a row named by usage for %s was deleted meanwhile; again", org.slug)
         return _usage_record(org, events, api_key, org_fresh=False)
+
+
+def _catalog_vanished(exc: IntegrityError) -> bool:
+    return row_vanished(exc, Price, "price_id") or row_vanished(exc, AIModel, "ai_model_id")
 
 
 def _usage_record(

@@ -41,6 +41,7 @@ from profiles.services.profiles import (
     profile_vanished,
     profiles_named,
     profiles_named_read,
+    row_vanished,
 )
 from profiles.services.users import users_delete, users_owner_check
 
@@ -76,6 +77,7 @@ __all__ = [
     "profile_vanished",
     "profiles_named",
     "profiles_named_read",
+    "row_vanished",
     "users_delete",
     "users_owner_check",
 ]

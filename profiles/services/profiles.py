@@ -50,14 +50,16 @@ def profiles_named_read(*, org: Organization, names: Iterable[str]) -> Read[dict
 def profile_vanished(exc: BaseException | None) -> bool:
     """Was ``exc`` (or what caused it) a row refused for referring to a
     profile that is not there (deleted after it was looked up)?"""
-    return _vanished(exc, Profile, "profile_id")
+    return row_vanished(exc, Profile, "profile_id")
 
 
 def credentials_vanished(exc: BaseException | None) -> bool:
     """Was ``exc`` (or what caused it) a row refused for referring to an API
     key or an organization that is not there: deleted while the request it
     authenticated was being served?"""
-    return _vanished(exc, ApiKey, "api_key_id") or _vanished(exc, Organization, "organization_id")
+    return row_vanished(exc, ApiKey, "api_key_id") or row_vanished(
+        exc, Organization, "organization_id"
+    )
 
 
 class CredentialsVanished(Exception):
@@ -65,7 +67,9 @@ class CredentialsVanished(Exception):
     nothing it wrote stays, and the key no longer authenticates."""
 
 
-def _vanished(exc: BaseException | None, model: type[models.Model], column: str) -> bool:
+def row_vanished(exc: BaseException | None, model: type[models.Model], column: str) -> bool:
+    """Was ``exc`` (or what caused it) a row refused for its ``column``
+    referring to a row of ``model`` that is not there?"""
     while exc is not None:
         if isinstance(exc, psycopg.errors.ForeignKeyViolation):
             detail = exc.diag.message_detail or ""

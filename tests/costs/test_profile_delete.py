@@ -3,7 +3,7 @@ equal the ledger, and nothing deadlocks."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -67,6 +67,26 @@ def _post_late(client, path: str, profile: str):
     return client.post("/api/v1/usage/batch", {"events": events}, format="json")
 
 
+def _deleted_before_the_write(monkeypatch, path: str, delete) -> list[int]:
+    """``delete()`` run once, in its own connection and committed, just before
+    the events' rows are written (in a batch's case, inside its transaction,
+    as an admin's deletion would); the list gets its result."""
+    import costs.services.ingest as ingest_module
+
+    write = "_record_one" if path == "single" else "ledger_insert"
+    original = getattr(ingest_module, write)
+    deleted: list[int] = []
+
+    def delete_first(*args, **kwargs):
+        if not deleted:
+            errors = run_threads(1, lambda _: deleted.append(delete()))
+            assert not errors, errors
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, write, delete_first)
+    return deleted
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("path", ["single", "batch"])
 def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
@@ -75,31 +95,15 @@ def test_a_profile_deleted_while_its_usage_is_recorded_is_named_anew(
     """The profile is looked up (or remembered), then deleted before the
     event's row is written: its foreign key refuses the row, and the event is
     recorded again for a profile of that name, created anew; never a 500."""
-    import costs.services.ingest as ingest_module
     from costs.services.profiles import profiles_delete
 
     client = tenant_a.client()
     for i in range(2):  # the profile is known, and remembered
         assert _post_event(client, f"warm-{i}", "doomed").status_code == 201
     first = Profile.objects.get(organization=tenant_a.org, external_id="doomed")
-    write = "_record_one" if path == "single" else "ledger_insert"
-    original = getattr(ingest_module, write)
-    deleted: list[int] = []
-
-    def delete_first(*args, **kwargs):
-        # An admin's deletion, in its own connection, committed before the
-        # rows are written (in the batch's case, inside its transaction).
-        if not deleted:
-            errors = run_threads(
-                1,
-                lambda _: deleted.append(
-                    profiles_delete(profiles=Profile.objects.filter(pk=first.pk))
-                ),
-            )
-            assert not errors, errors
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(ingest_module, write, delete_first)
+    deleted = _deleted_before_the_write(
+        monkeypatch, path, lambda: profiles_delete(profiles=Profile.objects.filter(pk=first.pk))
+    )
     response = _post_late(client, path, "doomed")
     assert deleted == [1]
     assert response.status_code in (200, 201), response.content
@@ -280,3 +284,40 @@ def test_a_profile_deleted_in_the_middle_of_a_batch_does_not_deadlock_with_it(
     assert [r.status for r in results] == [201] * 9
     assert UsageEvent.objects.filter(idempotency_key__startswith="late").count() == 9
     assert not Profile.objects.filter(pk=doomed.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["single", "batch", "large batch"])
+def test_an_override_deleted_as_its_first_use_is_recorded_prices_it_again(
+    catalog, tenant_a, monkeypatch, path
+):
+    """The events were priced with the organization's override, which an
+    admin deleted (unused, so allowed) before their rows were written: the
+    price's foreign key refuses them, and they are priced again from the
+    catalog as it stands, never a server error."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from costs.models import AIModel, Price
+
+    gpt4o = AIModel.objects.get(provider__slug="openai", slug="gpt-4o")
+    override = Price.objects.create(model=gpt4o, organization=tenant_a.org,
+                                    effective_from=timezone.now() - timedelta(days=1),
+                                    input_tokens=Decimal("0.000001"))  # fmt: skip
+    deleted = _deleted_before_the_write(
+        monkeypatch, path, lambda: Price.objects.filter(pk=override.pk).delete()[0]
+    )
+    client = tenant_a.client()
+    if path == "single":
+        response = _post_event(client, "late", "p1")
+    else:
+        count = LATE_BATCH if path == "batch" else 12
+        events = [_event_body(f"late-{i}", "p1") for i in range(count)]
+        response = client.post("/api/v1/usage/batch", {"events": events}, format="json")
+    assert deleted == [1]
+    assert response.status_code in (200, 201), response.content
+    late = UsageEvent.objects.filter(idempotency_key__startswith="late")
+    assert late.count() == {"single": 1, "batch": LATE_BATCH, "large batch": 12}[path]
+    global_price = Price.objects.get(model=gpt4o, organization__isnull=True)
+    assert set(late.values_list("price_id", flat=True)) == {global_price.pk}
