@@ -74,9 +74,10 @@ def organization_gate_share(org_id: uuid.UUID | str) -> None:
     A large batch checks its ledger rows' parents as it inserts them
     (``costs.services.ledger.ledger_keys_now``), so its rollup rows and
     budget counters stay locked only for the rest: those checks lock each
-    parent FOR KEY SHARE before the shared rows. The only locks they wait for are a parent's
-    deletion or a change of its unique columns (FOR UPDATE), and those come
-    only from changes to the organization's setup, whose first lock
+    parent FOR KEY SHARE before the shared rows. Of the organization, its
+    profiles and keys, the only locks they wait for are a parent's deletion
+    or a change of its unique columns (FOR UPDATE), and those come only
+    from changes to the organization's setup, whose first lock
     (``organizations_lock``) takes the gate for itself: such a change never
     holds a row a batch inside the gate waits for. Without the gate a deleter
     locking a profile's rollups and counters, then the profile, would wait
