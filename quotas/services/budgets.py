@@ -134,10 +134,9 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
     now = timezone.now()
     start, end = period_bounds(budget.period, org.tz, now)
     # The rows it may change, in start order (the one lock order of every
-    # counter writer) and before the current period is opened below (its
-    # insert locks it, and it comes last): the open ones, the one starting
-    # where the period now starts, and, to drop holds, those holding.
-    # A charge being committed finishes first, and a recount includes it.
+    # counter writer): the open ones, the one starting where the period now
+    # starts, and, to drop holds, those holding. A charge being committed
+    # finishes first, and a recount includes it.
     may_change = Q(start__lte=now, end__gt=now) | Q(start=start)
     if drop_holds:
         may_change |= Q(reserved__gt=0)
@@ -152,19 +151,18 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
     # mid-month, the month's row comes before today's, which a writer opening
     # the month's row and charging today's would otherwise wait for crosswise.
     rows = dict(rows_of.filter(start__lt=start))
-    period_ensure(budget, start, end)
+    current, _ = period_ensure(budget, start, end)
     rows |= dict(rows_of.filter(start__gte=start))
-    (state,) = current_states(org, [budget], now)
-    if state.period.end != end:
+    if current.end != end:
         # Another period began at the same instant (a day and a month on the
         # 1st): the row is this budget's, its end is the one reckoned now.
-        BudgetPeriod.objects.filter(pk=state.period.pk).update(end=end)
-        state.period.end = end
+        BudgetPeriod.objects.filter(pk=current.pk).update(end=end)
+        current.end = end
     if recount:
         spent = spend_between(budget, start, end)
-        BudgetPeriod.objects.filter(pk=state.period.pk).update(spent=spent)
+        BudgetPeriod.objects.filter(pk=current.pk).update(spent=spent)
         _settle_later(budget)
-    others = [pk for pk in rows if pk != state.period.pk]
+    others = [pk for pk in rows if pk != current.pk]
     if drop_holds:
         # Holds are amounts of the old metric (dollars, not tokens): the
         # budget lets them go; their reservations keep their other holds.
@@ -172,8 +170,8 @@ def _period_reset(budget: Budget, *, recount: bool, drop_holds: bool, move_holds
         ReservationHold.objects.filter(period_id__in=held).delete()
         BudgetPeriod.objects.filter(pk__in=held).update(reserved=0)
     elif move_holds and others:
-        ReservationHold.objects.filter(period_id__in=others).update(period_id=state.period.pk)
-        _periods_reserved_from_holds([*others, state.period.pk])
+        ReservationHold.objects.filter(period_id__in=others).update(period_id=current.pk)
+        _periods_reserved_from_holds([*others, current.pk])
     # Any other open row was reckoned another way (another kind of period, or
     # another time zone while the budget was off): it ends now, and nothing is
     # counted on it any more. Reconciliation, which compares open rows with

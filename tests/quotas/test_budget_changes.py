@@ -124,16 +124,16 @@ def test_a_change_just_after_midnight_and_a_settle_across_it_do_not_deadlock(
     assert held.allowed
     opened = threading.Event()
     main = threading.get_ident()
-    open_period = services.current_states
+    open_period = services.period_ensure
 
     def slow_open(*args, **kwargs):
-        states = open_period(*args, **kwargs)
+        opened_here = open_period(*args, **kwargs)
         if threading.get_ident() == main and not opened.is_set():
             opened.set()
             time.sleep(1.0)  # the settle now holds yesterday's row, waiting on today's
-        return states
+        return opened_here
 
-    monkeypatch.setattr(services, "current_states", slow_open)
+    monkeypatch.setattr(services, "period_ensure", slow_open)
     errors: list[BaseException] = []
 
     def settle() -> None:
