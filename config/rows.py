@@ -119,6 +119,17 @@ def fetch(sql: str, params: Sequence[Any], *, prepare: bool = True) -> list[tupl
         return cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
 
 
+def advisory_locks(keys: Sequence[int], *, shared: bool = False) -> None:
+    """In the caller's transaction, its advisory locks ``keys`` (exclusive,
+    or ``shared``), taken in the order given; nothing on another database."""
+    if not keys or connection.vendor != "postgresql":
+        return
+    take = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        # The array's order is the order taken.
+        cursor.execute(f"SELECT {take}(k) FROM unnest(%s::bigint[]) AS k", [list(keys)])  # noqa: S608
+
+
 @dataclass(frozen=True)
 class Read(Generic[T]):
     """A SELECT of ``width`` columns and what to make of its rows (``load``,

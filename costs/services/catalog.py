@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from config.rows import advisory_locks
 from costs.catalog.source import CatalogModel, CatalogPrice
 from costs.models import AIModel, Price, Provider, UsageEvent
 from costs.pricing.engine import METERS
@@ -30,9 +31,7 @@ def catalog_gate_take() -> None:
     deleted: the deletion must not be waiting for the batch meanwhile. So it
     waits for the batches in flight before it locks anything, and the batches
     arriving wait for it. Nothing on another database."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CATALOG_GATE])
+    advisory_locks([CATALOG_GATE])
 
 
 @dataclass

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
+from config.rows import advisory_locks
 from profiles.models import (
     Membership,
     Organization,
@@ -58,7 +59,7 @@ def organizations_lock(org_ids: Iterable[object]) -> None:
     and row and waiting for another's gate would otherwise wait crosswise
     with one holding that gate and waiting for the row."""
     org_ids = sorted({i for i in org_ids if i is not None}, key=str)  # None: one being added
-    _gates_take(org_ids, shared=False)
+    advisory_locks(_gate_keys(org_ids))
     list(
         Organization.objects.select_for_update(no_key=True)
         .filter(pk__in=org_ids)
@@ -85,21 +86,15 @@ def organization_gate_share(org_id: uuid.UUID | str) -> None:
 
     An advisory lock of the transaction, keyed by the id (its low 64 bits);
     nothing on another database."""
-    _gates_take([org_id], shared=True)
+    advisory_locks(_gate_keys([org_id]), shared=True)
 
 
-def _gates_take(org_ids: Iterable[object], *, shared: bool) -> None:
-    """The gates of ``org_ids``, in id order, the order their rows are locked
-    in (a transaction taking them over several calls keeps that order only
-    if each call's organizations come after the last call's, as for rows)."""
-    ids = sorted({i for i in org_ids if i is not None}, key=str)
-    keys = list(dict.fromkeys(_gate_key(i) for i in ids))
-    if not keys or connection.vendor != "postgresql":
-        return
-    take = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    with connection.cursor() as cursor:
-        # The array's order is the order taken.
-        cursor.execute(f"SELECT {take}(k) FROM unnest(%s::bigint[]) AS k", [keys])  # noqa: S608
+def _gate_keys(org_ids: Iterable[object]) -> list[int]:
+    """The keys of the gates of ``org_ids``, in their order: id order, the
+    order their rows are locked in (a transaction taking them over several
+    calls keeps it only if each call's organizations come after the last
+    call's, as for rows)."""
+    return list(dict.fromkeys(_gate_key(i) for i in org_ids))
 
 
 def _gate_key(org_id: object) -> int:
