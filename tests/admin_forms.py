@@ -1,4 +1,5 @@
-"""What a browser posts for an admin page's form, read from the page."""
+"""What a browser posts for an admin page's form, read from the page; and an
+operator's POST, for calling a ModelAdmin's methods as its views do."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 from django.db import models
+from django.http import HttpRequest
+from django.test import RequestFactory
 
 
 class FormReader(HTMLParser):
@@ -91,3 +94,13 @@ def post_form(client: Any, url: str, model: type[models.Model], **changes: str) 
     (input name -> value) made to what it showed."""
     form = read_form(client.get(url).content.decode(), model)
     return client.post(url, {**form.data, **{name: [v] for name, v in changes.items()}})
+
+
+def operator_post() -> HttpRequest:
+    """A POST request from an operator (a superuser), for calling a
+    ModelAdmin's save or delete methods directly."""
+    from tests.factories import UserFactory
+
+    request = RequestFactory().post("/")
+    request.user = UserFactory(is_superuser=True, is_staff=True)
+    return request

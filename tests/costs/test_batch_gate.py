@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.db import transaction
-from django.test import RequestFactory
 
 from costs.models import DailyUsage, UsageEvent
 from costs.services import usage_record
@@ -27,8 +26,8 @@ from costs.services.profiles import profiles_delete
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import CredentialsVanished, organization_save
 from quotas.models import Budget, BudgetPeriod
+from tests.admin_forms import operator_post
 from tests.costs.test_ingest import ledger_grouped, rollups_grouped
-from tests.factories import UserFactory
 from tests.quotas.helpers import InBackground, priced_call, until_a_lock_wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,9 +48,7 @@ def _lock_periods_of(**scope: Any) -> None:
 
 
 def _admin_delete(model: type, pk: object) -> None:
-    request = RequestFactory().post("/")
-    request.user = UserFactory(is_superuser=True, is_staff=True)
-    admin.site._registry[model].delete_queryset(request, model.objects.filter(pk=pk))
+    admin.site._registry[model].delete_queryset(operator_post(), model.objects.filter(pk=pk))
 
 
 def _during_a_paused_change(

@@ -22,7 +22,7 @@ from django.urls import reverse
 
 from costs.models import AIModel, Price, Provider, UsageEvent
 from costs.selectors.catalog import catalog_cache_clear, rates_of
-from tests.admin_forms import read_form
+from tests.admin_forms import operator_post, read_form
 from tests.isolation import seed_usage
 
 pytestmark = pytest.mark.django_db
@@ -387,11 +387,8 @@ def test_an_organization_whose_events_used_its_override_can_be_deleted(catalog, 
     # In code, as the admin's delete view (which refuses while the read-only
     # ledger holds rows of it) would: after the organizations' locks.
     from django.contrib import admin
-    from django.test import RequestFactory
 
-    request = RequestFactory().post("/")
-    request.user = get_user_model().objects.create_superuser("root@example.com", "root@x", "pw")
-    admin.site._registry[Organization].delete_model(request, tenant_b.org)
+    admin.site._registry[Organization].delete_model(operator_post(), tenant_b.org)
     assert not Organization.objects.filter(pk=tenant_b.org.pk).exists()
     assert not Price.objects.filter(pk=override.pk).exists()
     assert not UsageEvent.objects.filter(organization_id=tenant_b.org.pk).exists()
@@ -405,12 +402,10 @@ def test_a_price_used_once_its_delete_page_was_shown_is_refused_not_a_500(catalo
     before the POST used it: the deletion is refused and nothing goes."""
     from django.contrib import admin
     from django.core.exceptions import PermissionDenied
-    from django.test import RequestFactory
 
     override = _override_of(tenant_b)
     assert _record(tenant_b, "uses-override-now").price_id == override.pk
-    request = RequestFactory().post("/")
-    request.user = get_user_model().objects.create_superuser("root@example.com", "root@x", "pw")
+    request = operator_post()
     with pytest.raises(PermissionDenied):
         admin.site._registry[Price].delete_model(request, override)
     with pytest.raises(PermissionDenied):

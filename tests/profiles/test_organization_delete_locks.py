@@ -11,13 +11,13 @@ from decimal import Decimal
 import pytest
 from django.contrib import admin
 from django.db import transaction
-from django.test import RequestFactory
 from django.utils import timezone
 
 from costs.models import AIModel, Price
 from profiles.models import Organization
 from profiles.services import organizations_lock
-from tests.factories import OrganizationFactory, UserFactory
+from tests.admin_forms import operator_post
+from tests.factories import OrganizationFactory
 from tests.quotas.helpers import InBackground
 
 
@@ -38,9 +38,7 @@ def test_an_organization_with_overrides_is_deleted_while_a_change_holds_another(
 
     with InBackground(change):
         assert holding.wait(30)
-        request = RequestFactory().post("/")
-        request.user = UserFactory(is_superuser=True, is_staff=True)
-        admin.site._registry[Organization].delete_model(request, doomed)
+        admin.site._registry[Organization].delete_model(operator_post(), doomed)
         go.set()
     assert not Organization.objects.filter(pk=doomed.pk).exists()
     assert Organization.objects.get(pk=other.pk).setup_version == version

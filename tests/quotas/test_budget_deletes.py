@@ -14,12 +14,11 @@ from decimal import Decimal
 import pytest
 from django.contrib import admin
 from django.db import connection
-from django.test import RequestFactory
 
 from profiles.models import ApiKey, Organization
 from quotas.models import Budget, BudgetPeriod, Reservation, ReservationHold
 from quotas.services import budgets_delete
-from tests.factories import UserFactory
+from tests.admin_forms import operator_post
 from tests.quotas.helpers import deleted_while_held
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
@@ -36,17 +35,15 @@ def _delete_profile(tenant) -> None:
 
 
 def _delete_key(tenant) -> None:
-    model_admin = admin.site._registry[ApiKey]
-    request = RequestFactory().post("/")
-    request.user = UserFactory(is_superuser=True, is_staff=True)
-    model_admin.delete_queryset(request, ApiKey.objects.filter(pk=tenant.key.pk))
+    admin.site._registry[ApiKey].delete_queryset(
+        operator_post(), ApiKey.objects.filter(pk=tenant.key.pk)
+    )
 
 
 def _delete_organization(tenant) -> None:
-    model_admin = admin.site._registry[Organization]
-    request = RequestFactory().post("/")
-    request.user = UserFactory(is_superuser=True, is_staff=True)
-    model_admin.delete_queryset(request, Organization.objects.filter(pk=tenant.org.pk))
+    admin.site._registry[Organization].delete_queryset(
+        operator_post(), Organization.objects.filter(pk=tenant.org.pk)
+    )
 
 
 def _delete_budgets(tenant) -> None:
