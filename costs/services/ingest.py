@@ -101,9 +101,21 @@ def usage_record(
     it (an unused override deleted in the admin as its first use arrives):
     they are priced again from the catalog as it stands. The key (or its
     organization) deleted meanwhile refuses them the same way:
-    ``CredentialsVanished``, with nothing written."""
+    ``CredentialsVanished``, with nothing written.
+
+    A large batch waits at its organization's gate for a change of the
+    organization's setup in progress; when that change was a new time zone,
+    the rows, reckoned in the old one, are reckoned again in the new one
+    (their days, and the periods they are charged to)."""
     try:
         return _usage_record(org, events, api_key, org_fresh)
+    except _ZoneChanged:
+        # Its days and periods were reckoned in the zone the change ended.
+        fresh = Organization.objects.filter(pk=org.pk).first()
+        if fresh is None:
+            raise CredentialsVanished(f"organization {org.pk} deleted meanwhile") from None
+        logger.info("%s changed time zone as a batch waited for it; again", org.slug)
+        return usage_record(org=fresh, events=events, api_key=api_key)
     except IntegrityError as exc:
         if credentials_vanished(exc):
             raise CredentialsVanished(str(exc)) from exc
@@ -114,6 +126,19 @@ def usage_record(
             catalog_cache_clear()  # this process may still resolve names to a deleted model
         logger.info("a row named by usage for %s was deleted meanwhile; again", org.slug)
         return _usage_record(org, events, api_key, org_fresh=False)
+
+
+class _ZoneChanged(Exception):
+    """The organization's time zone changed after the request read it."""
+
+
+def _zone_now(org: Organization) -> str | None:
+    """The organization's time zone as committed now (None: it is gone)."""
+    rows = fetch(
+        f"SELECT timezone FROM {Organization._meta.db_table} WHERE id = %s",  # noqa: S608 - ours
+        [org.pk],
+    )
+    return rows[0][0] if rows else None
 
 
 def _catalog_vanished(exc: IntegrityError) -> bool:
@@ -216,6 +241,8 @@ def _usage_record(
                 # A large batch checks its rows' parents as it inserts them
                 # (``ledger_keys_now``), inside its organization's gate.
                 organization_gate_share(org.pk)
+                if _zone_now(org) != org.timezone:
+                    raise _ZoneChanged
                 ledger_keys_now()
             written = _record(org, ordered, named, shared, ahead, bound_profile_id)
     profiles, inserted, states = written

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib import admin
 from django.db import transaction
+from django.utils import timezone
 
 from costs.models import DailyUsage, UsageEvent
 from costs.services import usage_record
@@ -26,6 +28,8 @@ from costs.services.profiles import profiles_delete
 from profiles.models import ApiKey, Organization, Profile
 from profiles.services import CredentialsVanished, organization_save
 from quotas.models import Budget, BudgetPeriod
+from quotas.reconcile import periods_reconcile
+from quotas.services import budget_states_now
 from tests.admin_forms import operator_post
 from tests.costs.test_ingest import ledger_grouped, rollups_grouped
 from tests.quotas.helpers import InBackground, priced_call, until_a_lock_wait
@@ -141,12 +145,17 @@ def test_an_organization_renamed_into_another_zone_while_a_batch_is_recorded(ten
         batch=lambda: usage_record(org=org, events=_events("during")),
     )
 
-    org.refresh_from_db()
+    org = Organization.objects.get(pk=org.pk)
     assert (org.slug, org.timezone) == ("acme-renamed", "Asia/Tokyo")
-    assert (
-        UsageEvent.objects.filter(organization=org, idempotency_key__startswith="during-").count()
-        == BATCH
-    )
+    during = UsageEvent.objects.filter(organization=org, idempotency_key__startswith="during-")
+    assert during.count() == BATCH
+    # The batch read the old zone and committed after the change: its days,
+    # and the periods it is charged to, are reckoned in the new one.
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert {e.day for e in during} == {e.occurred_at.astimezone(tokyo).date() for e in during}
+    assert periods_reconcile(org=org) == []
+    (current,) = budget_states_now(org, timezone.now(), open_missing=False)
+    assert current.period.spent == Decimal("0.10") * BATCH * 2
     assert rollups_grouped(org) == ledger_grouped(org)
 
 
@@ -209,8 +218,6 @@ def test_deleting_an_organization_with_overrides_lets_other_organizations_batche
     """Its overrides' price trigger bumps only its own organization: the
     deletion locks (and gates) only it, so another organization's batch in
     flight neither holds it up nor waits for it."""
-    from django.utils import timezone
-
     from costs.models import AIModel, Price
     from tests.quotas.helpers import ingestion_in_flight
 
