@@ -38,16 +38,19 @@ from costs.services.ledger import (
     LEDGER_COLUMNS,
     LedgerRow,
     ledger_insert,
+    ledger_insert_grouped,
     ledger_insert_one_sql,
     ledger_keys_now,
+    ledger_recorded,
     ledger_rollup_row,
     ledger_values_params,
 )
 from costs.services.profiles import usage_profiles_bind
-from costs.services.rollups import rollup_add_inserted_sql, rollup_add_rows
+from costs.services.rollups import rollup_add_inserted_sql, rollup_add_rows, rollup_add_sums
 from costs.services.usage_budgets import (
     BudgetsOfRows,
     after_commit_checks,
+    group_charge,
     row_dimensions,
     usage_charge,
 )
@@ -325,20 +328,33 @@ def _record(
     profiles = usage_profiles_bind(
         org=org, rows=rows, named=named, found=ahead.profiles if ahead else None
     )
-    inserted_ids = ledger_insert(rows, shared=shared)
-    inserted = [r for r in rows if r["id"] in inserted_ids]
+    dims: dict[tuple, Dimensions] = {}
+    if len(rows) > FEW_ROWS and connection.vendor == "postgresql":
+        # The database sums what the rows add to rollups and budgets as it
+        # inserts them.
+        groups = ledger_insert_grouped(rows, shared=shared)
+        inserted = rows if sum(g.sums[0] for g in groups) == len(rows) else ledger_recorded(rows)
+        charges = [group_charge(g, shared["api_key_id"], dims) for g in groups]
+        sums = [(g.key, g.sums) for g in groups]
+    else:
+        inserted_ids = ledger_insert(rows, shared=shared)
+        inserted = [r for r in rows if r["id"] in inserted_ids]
+        charges = [usage_charge(r, dims) for r in inserted]
+        sums = None
     states: list[BudgetState] = []
     if inserted:
         # Every read and sum first; then the two statements that lock shared
         # rows (rollups, budget counters) back to back, just before COMMIT.
-        dims: dict[tuple, Dimensions] = {}
         plan = budget_charge_plan(
             org=org,
-            charges=[usage_charge(r, dims) for r in inserted],
+            charges=charges,
             states=ahead.states if ahead else None,
             settle_profile_id=bound_profile_id,
         )
-        rollup_add_rows(rows=[ledger_rollup_row(r) for r in inserted])
+        if sums is None:
+            rollup_add_rows(rows=[ledger_rollup_row(r) for r in inserted])
+        else:
+            rollup_add_sums(sums=sums)
         states = budget_charge_apply(plan)
         after_commit_checks(org, inserted, states)
     return profiles, inserted, states

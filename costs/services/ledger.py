@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import orjson
 from django.db import connection, models
@@ -15,9 +17,15 @@ from psycopg.types.json import Jsonb
 
 from config.rows import FEW_ROWS, fetch, pg_array
 from costs.models import UsageEvent
-from costs.pricing.engine import METERS
+from costs.pricing.engine import COUNT_METERS, METERS
 from costs.services.catalog import CATALOG_GATE
-from costs.services.rollups import LEDGER_RETURNING, RollupRow
+from costs.services.rollups import (
+    KEY_COLUMNS,
+    LEDGER_RETURNING,
+    SUM_COLUMNS,
+    RollupKey,
+    RollupRow,
+)
 
 # One ledger row to record: its column values by attribute name (``LEDGER_COLUMNS``).
 LedgerRow = dict[str, Any]
@@ -53,19 +61,63 @@ def ledger_insert(rows: list[LedgerRow], shared: Mapping[str, object]) -> set[uu
     if len(rows) <= FEW_ROWS:
         # A few rows: plain VALUES (see FEW_ROWS).
         return {row[0] for row in fetch(_insert_values_sql(len(rows)), ledger_values_params(rows))}
-    # Each column goes as one array literal in PostgreSQL's text form, built
-    # here a column at a time: adapting 32,000 values one by one cost more
-    # than the INSERT itself.
-    params = [shared[c] for c in SHARED_COLUMNS] + [
+    return {row[0] for row in fetch(_insert_sql(), _array_params(rows, shared))}
+
+
+class InsertedGroup(NamedTuple):
+    """Rows just inserted that share a rollup key and a reservation."""
+
+    key: RollupKey  # KEY_COLUMNS
+    reservation_id: uuid.UUID | None
+    sums: list[Decimal | int]  # SUM_COLUMNS: what the rows add to their rollup row
+    requests: int  # each row counted as at least one request (``budget_amounts``)
+    occurred_at: datetime  # the earliest
+
+
+def ledger_insert_grouped(
+    rows: list[LedgerRow], shared: Mapping[str, object]
+) -> list[InsertedGroup]:
+    """PostgreSQL, more than FEW_ROWS rows: ``ledger_insert``, answered with
+    the rows actually inserted summed per rollup key and reservation, by the
+    same statement, instead of their ids: what the rollups and budget
+    counters add comes from a few hundred groups rather than a row at a time
+    in Python, and no id is sent back. The groups' ``events`` (``sums[0]``)
+    add up to the rows inserted: when that is fewer than ``rows``, some keys
+    were recorded before (``ledger_recorded`` tells which rows went in)."""
+    return [
+        InsertedGroup(tuple(r[:_KEYS]), r[_KEYS], list(r[_KEYS + 1 : -2]), r[-2], r[-1])
+        for r in fetch(_insert_grouped_sql(), _array_params(rows, shared))
+    ]
+
+
+_KEYS = len(KEY_COLUMNS)
+
+
+def ledger_recorded(rows: list[LedgerRow]) -> list[LedgerRow]:
+    """Those of ``rows`` that are in the ledger (by their ids: a row whose key
+    was recorded before went in under another id), in the caller's transaction."""
+    found = fetch(
+        f"SELECT id FROM {UsageEvent._meta.db_table} WHERE id = ANY(%s::uuid[])",  # noqa: S608
+        [pg_array([row["id"] for row in rows])],
+    )
+    ids = {r[0] for r in found}
+    return [row for row in rows if row["id"] in ids]
+
+
+def _array_params(rows: list[LedgerRow], shared: Mapping[str, object]) -> list[object]:
+    """The parameters of ``_insert_sql()``: the shared values, then each
+    other column as one array literal in PostgreSQL's text form, built here
+    a column at a time (adapting 32,000 values one by one cost more than the
+    INSERT itself). Server-side binding: the arrays travel as parameters, and
+    the statement, the same text whatever the batch size, is prepared once
+    per connection."""
+    return [shared[c] for c in SHARED_COLUMNS] + [
         pg_array([orjson.dumps(row[c]).decode() for row in rows])
         if c in _JSON_COLUMNS
         else pg_array([row[c] for row in rows])
         for c in LEDGER_COLUMNS
         if c not in SHARED_COLUMNS
     ]
-    # Server-side binding: the arrays travel as parameters, and the statement,
-    # the same text whatever the batch size, is prepared once per connection.
-    return {row[0] for row in fetch(_insert_sql(), params)}
 
 
 def ledger_keys_now() -> None:
@@ -149,6 +201,11 @@ def _type(field: models.Field) -> str:
 
 @functools.cache
 def _insert_sql() -> str:
+    return _insert_from(_arrays_source())
+
+
+def _arrays_source() -> str:
+    """The rows of ``_array_params``, as the source of the INSERT."""
     varying = [f for f in _FIELDS if f.attname not in SHARED_COLUMNS]
     # The shared values first: their placeholders come first in the text.
     select = ", ".join(
@@ -157,7 +214,35 @@ def _insert_sql() -> str:
     )
     arrays = ", ".join(f"%s::{_type(f)}[]" for f in varying)
     names = ", ".join(f"c{i}" for i in range(len(varying)))
-    return _insert_from(f"SELECT {select} FROM unnest({arrays}) AS u({names})")  # noqa: S608
+    return f"SELECT {select} FROM unnest({arrays}) AS u({names})"  # noqa: S608
+
+
+@functools.cache
+def _insert_grouped_sql() -> str:
+    q = connection.ops.quote_name
+    keys = ", ".join(q(c) for c in [*KEY_COLUMNS, "reservation_id"])
+    sums = {
+        "events": "count(*)",
+        "unpriced_events": "count(*) FILTER (WHERE NOT priced)",
+        "cost": "sum(cost)",
+        "revenue": "coalesce(sum(revenue), 0)",
+    }
+    sums |= {m: f"sum({q(m)})::bigint" for m in COUNT_METERS}
+    sums |= {m: f"sum({q(m)})" for m in METERS if m not in COUNT_METERS}
+    returning = [
+        *KEY_COLUMNS,
+        "reservation_id",
+        "priced",
+        *METERS,
+        "cost",
+        "revenue",
+        "occurred_at",
+    ]
+    insert = _insert_from(_arrays_source(), returning)
+    return (
+        f"WITH ins AS ({insert}) SELECT {keys}, {', '.join(sums[c] for c in SUM_COLUMNS)}, "  # noqa: S608
+        f"sum(greatest(requests, 1))::bigint, min(occurred_at) FROM ins GROUP BY {keys}"
+    )
 
 
 def _insert_from(source: str, returning: Sequence[str] = ("id",)) -> str:

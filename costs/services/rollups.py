@@ -78,6 +78,15 @@ def rollup_add_rows(*, rows: Iterable[RollupRow]) -> None:
     _write_totals(totals)
 
 
+def rollup_add_sums(*, sums: Iterable[tuple[RollupKey, list[Decimal | int]]]) -> None:
+    """``rollup_add_rows`` for events already summed per key (SUM_COLUMNS
+    order; a key may come more than once)."""
+    totals: dict[RollupKey, list[Decimal | int]] = {}
+    for key, part in sums:
+        _accumulate(totals, key, part)
+    _write_totals(totals)
+
+
 def _add_totals(
     totals: dict[RollupKey, list[Decimal | int]], rows: Iterable[RollupRow], sign: int
 ) -> None:

@@ -14,7 +14,8 @@ from django.db import transaction
 
 from costs.pricing.engine import METERS
 from costs.selectors.budget_spend import budget_amounts
-from costs.services.ledger import LedgerRow
+from costs.services.ledger import InsertedGroup, LedgerRow
+from costs.services.rollups import SUM_COLUMNS
 from profiles.models import Organization
 from quotas.services import BudgetState, Charge, Dimensions, budget_matches
 
@@ -42,6 +43,29 @@ def usage_charge(row: LedgerRow, dims: dict[tuple, Dimensions]) -> Charge:
         amounts=budget_amounts({m: row[m] for m in METERS}, row["cost"]),
         reservation_id=row["reservation_id"],
     )
+
+
+def group_charge(group: InsertedGroup, api_key_id: object, dims: dict[tuple, Dimensions]) -> Charge:
+    """The charge rows inserted together (``ledger_insert_grouped``) make:
+    ``usage_charge`` of each, summed. They share their dimensions, their day
+    (so their periods) and their reservation."""
+    _, _, profile_id, provider, model, operation = group.key
+    key: tuple[Any, ...] = (profile_id, api_key_id, provider, model, operation)
+    if (shared := dims.get(key)) is None:
+        shared = dims[key] = Dimensions(*key)
+    meters = dict(zip(METERS, (group.sums[at] for at in _METER_AT), strict=True))
+    amounts = budget_amounts(meters, group.sums[_COST_AT])  # type: ignore[arg-type]
+    amounts["requests"] = group.requests
+    return Charge(
+        dims=shared,
+        occurred_at=group.occurred_at,
+        amounts=amounts,
+        reservation_id=group.reservation_id,
+    )
+
+
+_METER_AT = [SUM_COLUMNS.index(m) for m in METERS]
+_COST_AT = SUM_COLUMNS.index("cost")
 
 
 def after_commit_checks(

@@ -548,6 +548,39 @@ def test_batch_replayed_whole_answers_200_for_every_event(api):
     assert UsageEvent.objects.count() == 5
 
 
+def test_a_large_batch_with_some_keys_recorded_before_charges_only_its_new_events(api, tenant_a):
+    """More than FEW_ROWS events (the database sums what they add as it
+    inserts them): replays, a key repeated in the batch and a reused key
+    add nothing; the new events' rollups and budget charges are exact."""
+    cost, calls = _spend_budgets(tenant_a.org)
+    before = [event(f"old-{i}", usage={"input_tokens": 1000 * (i + 1)}) for i in range(3)]
+    assert [r["status"] for r in post(api, {"events": before}, BATCH_URL).json()["results"]] == [
+        201
+    ] * 3
+    spent_before, calls_before = _spent(cost), _spent(calls)
+    new = [
+        event(f"new-{i}", profile=f"p{i % 2}", usage={"input_tokens": 100, "output_tokens": i})
+        for i in range(10)
+    ]
+    reused = event("old-0", usage={"input_tokens": 7})
+    events = [*before, new[0], *new, reused]
+    results = post(api, {"events": events}, BATCH_URL).json()["results"]
+
+    statuses = [r["status"] for r in results]
+    assert statuses == [200, 200, 200, 201, 200, *[201] * 9, 409], statuses
+    recorded = UsageEvent.objects.filter(
+        organization=tenant_a.org, idempotency_key__startswith="new-"
+    )
+    assert recorded.count() == 10
+    added = sum((e.cost for e in recorded), Decimal(0))
+    assert added > 0
+    assert _spent(cost) == spent_before + added
+    assert _spent(calls) == calls_before + 10
+    assert rollups_grouped(tenant_a.org) == ledger_grouped(tenant_a.org)
+    by_key = {r["id"]: r for r in results if r["status"] == 201}
+    assert set(by_key) == {str(e.pk) for e in recorded}
+
+
 def test_batch_events_get_distinct_time_ordered_version_7_ids(api, tenant_a):
     events = [event(f"id-{i:03d}", usage={"input_tokens": i + 1}) for i in range(300)]
     before = datetime.now(UTC)

@@ -73,7 +73,9 @@ def _deleted_before_the_write(monkeypatch, path: str, delete) -> list[int]:
     as an admin's deletion would); the list gets its result."""
     import costs.services.ingest as ingest_module
 
-    write = "_record_one" if path == "single" else "ledger_insert"
+    write = {"single": "_record_one", "large batch": "ledger_insert_grouped"}.get(
+        path, "ledger_insert"
+    )
     original = getattr(ingest_module, write)
     deleted: list[int] = []
 
