@@ -4,6 +4,7 @@ the user model's own ``delete()`` does not ask."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
@@ -27,16 +28,38 @@ def users_owner_check(*, users: Iterable[AbstractBaseUser]) -> None:
     two owners' accounts removed at once are judged one after the other, and
     the second is refused; an account being made an owner meanwhile
     (``organization_owner_check`` locks the new owners' accounts) is either
-    an owner here, or seen deactivated or gone when that check's turn comes."""
+    an owner here, or seen deactivated or gone when that check's turn comes.
+    An account made the owner of another organization after the first read
+    of what they own is seen with the accounts locked: all is let go and
+    taken again, that organization in its place in the order."""
     ids = [user.pk for user in users]
     owned = Membership.objects.filter(user_id__in=ids, role=Membership.Role.OWNER)
-    with transaction.atomic():
-        # Organizations before accounts, the order organization_owner_check
-        # takes them in; then again what they own now that no one can make
-        # them owners meanwhile.
-        organizations_lock({m.organization_id for m in owned})
-        list(get_user_model().objects.select_for_update().filter(pk__in=ids).order_by("pk"))
-        memberships_delete_check(memberships=list(owned.all()))  # read again
+    organizations = {m.organization_id for m in owned}
+    while True:
+        try:
+            # A savepoint: rolled back, it lets its locks go.
+            with transaction.atomic():
+                # Organizations before accounts, the order organization_owner_check
+                # takes them in; then again what they own now that no one can make
+                # them owners meanwhile.
+                organizations_lock(organizations)
+                list(get_user_model().objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+                memberships = list(owned.all())
+                more = {m.organization_id for m in memberships} - organizations
+                if more:
+                    raise _OwnersMeanwhile(more)
+                memberships_delete_check(memberships=memberships)
+                return
+        except _OwnersMeanwhile as exc:
+            # Made owners of more organizations since the first read: their
+            # locks come before the accounts', so take them all again in order.
+            organizations |= exc.organizations
+
+
+class _OwnersMeanwhile(Exception):
+    def __init__(self, organizations: set[uuid.UUID]) -> None:
+        super().__init__("made owners meanwhile")
+        self.organizations = organizations
 
 
 def users_delete(*, users: Iterable[AbstractBaseUser]) -> None:

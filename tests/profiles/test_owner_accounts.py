@@ -16,11 +16,11 @@ from django.test import Client
 from django.urls import reverse
 
 from profiles.models import Membership, Organization
-from profiles.services import membership_set, users_delete
+from profiles.services import membership_set, organizations_lock, users_delete
 from tests.admin_forms import read_form
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.profiles.test_last_owner import _login, _post_members, _roles
-from tests.quotas.helpers import run_threads
+from tests.quotas.helpers import InBackground, run_threads, until_a_lock_wait
 
 pytestmark = pytest.mark.django_db
 
@@ -188,6 +188,48 @@ def test_two_owners_accounts_deleted_at_once_leave_one(tenant_a, alice, root):
     assert run_threads(2, work) == []
     assert refused == [_url("change", dave), LEFT_WITHOUT]
     assert _roles(tenant_a.org) == {"dave@example.com": OWNER}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_made_an_owner_elsewhere_meanwhile_is_deleted_without_a_deadlock(monkeypatch):
+    """The deletion read what the account owns; then the account was made
+    the owner of an organization that comes first in the lock order, which
+    another change holds while it waits for the one the deletion locked.
+    Seeing it with the accounts locked, the deletion lets everything go and
+    takes it again in order, instead of waiting crosswise."""
+    import profiles.services.users as users_module
+
+    first, second = sorted(
+        [OrganizationFactory(slug="one"), OrganizationFactory(slug="two")], key=lambda o: str(o.pk)
+    )
+    leaving = _member(second, "leaving@example.com", OWNER)
+    _member(second, "staying@example.com", OWNER)
+    _member(first, "first-owner@example.com", OWNER)
+    original = users_module.organizations_lock
+    other: list[InBackground] = []
+
+    def another_change() -> None:
+        with transaction.atomic():
+            organizations_lock([first.pk, second.pk])
+
+    def lock_while_things_happen(org_ids) -> None:
+        if other:
+            original(org_ids)
+            return
+        made = run_threads(1, lambda _: membership_set(org=first, user=leaving, role=OWNER))
+        assert made == []
+        original(org_ids)  # what it owned when it looked: the second only
+        other.append(InBackground(another_change))  # holds the first, waits for the second
+        # Seen from another session: this one's transaction keeps its first view of the activity.
+        assert run_threads(1, lambda _: until_a_lock_wait()) == []
+
+    monkeypatch.setattr(users_module, "organizations_lock", lock_while_things_happen)
+    users_delete(users=[leaving])
+    other[0].join()
+
+    assert not User.objects.filter(username="leaving@example.com").exists()
+    assert _roles(first) == {"first-owner@example.com": OWNER}
+    assert _roles(second) == {"staying@example.com": OWNER}
 
 
 # -- deactivating an account -----------------------------------------------------------------
