@@ -113,12 +113,7 @@ def usage_record(
     try:
         return _usage_record(org, events, api_key, org_fresh)
     except _ZoneChanged:
-        # Its days and periods were reckoned in the zone the change ended.
-        fresh = Organization.objects.filter(pk=org.pk).first()
-        if fresh is None:
-            raise CredentialsVanished(f"organization {org.pk} deleted meanwhile") from None
-        logger.info("%s changed time zone as a batch waited for it; again", org.slug)
-        return usage_record(org=fresh, events=events, api_key=api_key)
+        return _in_the_new_zone(org, events, api_key)
     except IntegrityError as exc:
         if credentials_vanished(exc):
             raise CredentialsVanished(str(exc)) from exc
@@ -128,7 +123,22 @@ def usage_record(
         if catalog:
             catalog_cache_clear()  # this process may still resolve names to a deleted model
         logger.info("a row named by usage for %s was deleted meanwhile; again", org.slug)
-        return _usage_record(org, events, api_key, org_fresh=False)
+        try:
+            return _usage_record(org, events, api_key, org_fresh=False)
+        except _ZoneChanged:
+            return _in_the_new_zone(org, events, api_key)
+
+
+def _in_the_new_zone(
+    org: Organization, events: Sequence[EventInput], api_key: ApiKey | None
+) -> list[EventResult]:
+    """``usage_record`` again, with the organization as it stands: its days
+    and periods were reckoned in the zone a change has just replaced."""
+    fresh = Organization.objects.filter(pk=org.pk).first()
+    if fresh is None:
+        raise CredentialsVanished(f"organization {org.pk} deleted meanwhile")
+    logger.info("%s changed time zone as a batch waited for it; again", org.slug)
+    return usage_record(org=fresh, events=events, api_key=api_key)
 
 
 class _ZoneChanged(Exception):
@@ -333,7 +343,8 @@ def _record(
         # The database sums what the rows add to rollups and budgets as it
         # inserts them.
         groups = ledger_insert_grouped(rows, shared=shared)
-        inserted = rows if sum(g.sums[0] for g in groups) == len(rows) else ledger_recorded(rows)
+        count = sum(g.sums[0] for g in groups)
+        inserted = rows if count == len(rows) else ledger_recorded(rows) if count else []
         charges = [group_charge(g, shared["api_key_id"], dims) for g in groups]
         sums = [(g.key, g.sums) for g in groups]
     else:

@@ -47,8 +47,9 @@ def usage_charge(row: LedgerRow, dims: dict[tuple, Dimensions]) -> Charge:
 
 def group_charge(group: InsertedGroup, api_key_id: object, dims: dict[tuple, Dimensions]) -> Charge:
     """The charge rows inserted together (``ledger_insert_grouped``) make:
-    ``usage_charge`` of each, summed. They share their dimensions, their day
-    (so their periods) and their reservation."""
+    ``usage_charge`` of each, summed. They share their dimensions, their
+    reservation and their local day, so their periods (which begin on local
+    days: ``budget_charge_plan`` finds them by the day of ``occurred_at``)."""
     _, _, profile_id, provider, model, operation = group.key
     key: tuple[Any, ...] = (profile_id, api_key_id, provider, model, operation)
     if (shared := dims.get(key)) is None:

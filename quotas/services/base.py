@@ -38,8 +38,10 @@ class Dimensions:
 
 @dataclass(frozen=True)
 class Charge:
-    """Actual usage of one event: amounts by budget metric (``cost``, ``requests``,
-    ``input_tokens``, ...), at ``occurred_at``, possibly settling a reservation."""
+    """Actual usage of one event (or of events summed that share their
+    dimensions, their local day and their reservation): amounts by budget
+    metric (``cost``, ``requests``, ``input_tokens``, ...), at ``occurred_at``,
+    possibly settling a reservation."""
 
     dims: Dimensions
     occurred_at: datetime

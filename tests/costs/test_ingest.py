@@ -580,6 +580,13 @@ def test_a_large_batch_with_some_keys_recorded_before_charges_only_its_new_event
     by_key = {r["id"]: r for r in results if r["status"] == 201}
     assert set(by_key) == {str(e.pk) for e in recorded}
 
+    # Sent again whole: nothing goes in, nothing is added.
+    again = post(api, {"events": events}, BATCH_URL).json()["results"]
+    assert [r["status"] for r in again] == [200] * 14 + [409]
+    assert [r["id"] for r in again[:-1]] == [r["id"] for r in results[:-1]]
+    assert (_spent(cost), _spent(calls)) == (spent_before + added, calls_before + 10)
+    assert rollups_grouped(tenant_a.org) == ledger_grouped(tenant_a.org)
+
 
 def test_batch_events_get_distinct_time_ordered_version_7_ids(api, tenant_a):
     events = [event(f"id-{i:03d}", usage={"input_tokens": i + 1}) for i in range(300)]

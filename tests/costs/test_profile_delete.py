@@ -323,3 +323,60 @@ def test_an_override_deleted_as_its_first_use_is_recorded_prices_it_again(
     assert late.count() == {"single": 1, "batch": LATE_BATCH, "large batch": 12}[path]
     global_price = Price.objects.get(model=gpt4o, organization__isnull=True)
     assert set(late.values_list("price_id", flat=True)) == {global_price.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_batch_priced_again_after_a_new_time_zone_is_reckoned_in_it(
+    catalog, tenant_a, monkeypatch
+):
+    """The override a large batch was priced with is deleted before its rows
+    are written, and a time zone change waits for the batch's gate: the
+    batch is priced again, passes the gate after the change, and is
+    reckoned in the new zone (days and periods); never a server error."""
+    from decimal import Decimal
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    import costs.services.ingest as ingest_module
+    from costs.models import AIModel, Price
+    from profiles.models import Organization
+    from profiles.services import organization_save
+    from quotas.models import Budget
+    from quotas.reconcile import periods_reconcile
+    from tests.quotas.helpers import until_a_lock_wait
+
+    org = tenant_a.org
+    Budget.objects.create(organization=org, name="all", limit=Decimal(100))
+    gpt4o = AIModel.objects.get(provider__slug="openai", slug="gpt-4o")
+    override = Price.objects.create(model=gpt4o, organization=org,
+                                    effective_from=timezone.now() - timedelta(days=1),
+                                    input_tokens=Decimal("0.000001"))  # fmt: skip
+    original = ingest_module.ledger_insert_grouped
+    changes: list[InBackground] = []
+
+    def to_tokyo() -> None:
+        moved = Organization.objects.get(pk=org.pk)
+        moved.timezone = "Asia/Tokyo"
+        organization_save(org=moved)
+
+    def meanwhile(*args, **kwargs):
+        if not changes:
+            assert run_threads(1, lambda _: Price.objects.filter(pk=override.pk).delete()) == []
+            changes.append(InBackground(to_tokyo))  # waits for the batch's gate
+            assert run_threads(1, lambda _: until_a_lock_wait()) == []
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "ledger_insert_grouped", meanwhile)
+    events = [_event_body(f"late-{i}", "p1") for i in range(12)]
+    response = tenant_a.client().post("/api/v1/usage/batch", {"events": events}, format="json")
+    changes[0].join()
+
+    assert response.status_code == 200, response.content
+    assert [r["status"] for r in response.json()["results"]] == [201] * 12
+    late = UsageEvent.objects.filter(idempotency_key__startswith="late")
+    global_price = Price.objects.get(model=gpt4o, organization__isnull=True)
+    assert set(late.values_list("price_id", flat=True)) == {global_price.pk}
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert {e.day for e in late} == {e.occurred_at.astimezone(tokyo).date() for e in late}
+    assert periods_reconcile(org=Organization.objects.get(pk=org.pk)) == []
