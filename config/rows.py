@@ -20,6 +20,7 @@ import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
@@ -244,13 +245,18 @@ def pg_array(values: Sequence[object]) -> str:
     column at a time, since the driver's per-value adaptation of large arrays
     costs more than the statement itself.
 
-    A column of UUIDs (and NULLs) is written by orjson, whose JSON list is the
-    array literal once its brackets are braces (a UUID's text needs no escape,
-    and PostgreSQL reads an unquoted ``null`` as NULL): 60 us for 1,000 ids
-    against 850 us of ``str()``."""
+    A column of one of the types whose text needs no escape (UUIDs, ints,
+    bools, dates, aware datetimes), NULLs aside, is written by orjson, whose
+    JSON list is the array literal once its brackets are braces (PostgreSQL
+    reads an unquoted ``null`` as NULL, ``true`` as a boolean, and RFC 3339
+    times): 60 us for 1,000 ids against 850 us of ``str()``, 130 us for
+    1,000 times against 1,270 us, 22 us for 1,000 ints against 110 us."""
     kinds = set(map(type, values))
-    if kinds and kinds <= _UUID_KINDS:
-        return "{" + orjson.dumps(values)[1:-1].decode() + "}"
+    if len(kinds - _NONE) == 1 and kinds <= _ORJSON_KINDS:
+        try:
+            return "{" + orjson.dumps(values)[1:-1].decode() + "}"
+        except TypeError:  # past orjson's limits (an int past 64 bits, an odd offset)
+            pass
     if type(None) in kinds:  # not `None in values`: that calls each __eq__
         return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
     texts = list(map(str, values))
@@ -261,7 +267,8 @@ def pg_array(values: Sequence[object]) -> str:
     return '{"' + body + '"}' if texts else "{}"
 
 
-_UUID_KINDS = {uuid.UUID, type(None)}
+_NONE = {type(None)}
+_ORJSON_KINDS = {uuid.UUID, int, bool, date, datetime, type(None)}
 
 
 def _quoted(text: str) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import timezone as timezone_of
 from decimal import Decimal
 
 import pytest
@@ -376,6 +377,18 @@ def test_fetch_runs_like_a_django_cursor(tenant_a):
         ([Decimal("0.000000000001"), None, Decimal("-12.5")], "numeric(24,12)"),
         (['a "quoted", {braced} \\ one', "NULL", None, ""], "text"),
         ([1, 2**40, None], "bigint"),
+        ([2**70, -1], "numeric"),  # past orjson's ints: the text path
+        ([True, None, False], "boolean"),
+        ([date(2026, 12, 7), None, date(2000, 1, 1)], "date"),
+        (
+            [
+                datetime(2026, 12, 7, 21, 36, 1, 705154, tzinfo=UTC),
+                datetime(2026, 12, 7, 21, 36, tzinfo=UTC),
+                None,
+                datetime(2026, 12, 8, 3, 6, 1, tzinfo=timezone_of(timedelta(hours=5, minutes=30))),
+            ],
+            "timestamptz",
+        ),
     ],
 )
 def test_pg_array_reads_back_as_the_values_it_was_made_of(db, values, element_type):
