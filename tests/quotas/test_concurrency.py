@@ -220,9 +220,22 @@ def test_reservations_on_overlapping_budgets_neither_deadlock_nor_overshoot(tena
     # Each kept grant holds 0.05 on the org cap; kept grants of combo 0 also on the profile cap.
     assert org_period.reserved == Decimal("0.05") * sum(kept.values())
     assert profile_period.reserved == Decimal("0.05") * kept[0]
-    # Demand (240 * 0.05 = 12.00) far exceeds the org cap, so it ends full.
-    assert org_period.reserved == Decimal("1.00")
     assert profile_period.reserved <= Decimal("0.50")
+    # Demand (240 * 0.05 = 12.00) far exceeds the org cap: it ends full, but
+    # for what grants released after the other threads' last checks left
+    # (a release is not always followed by a check). Checks now take exactly
+    # that room, and no more: no capacity was lost or made up.
+    room = Decimal("1.00") - org_period.reserved
+    taken = 0
+    for _ in range(21):  # the whole cap and one more, at most
+        if not quota_check(
+            org=org, dims=combos[2], amounts={"cost": Decimal("0.05")}, reserve=True
+        ).allowed:
+            break
+        taken += 1
+    assert Decimal("0.05") * taken == room
+    org_period.refresh_from_db()
+    assert org_period.reserved == Decimal("1.00") == held_total(org_period)
 
 
 # -- (d) one reservation settled twice at once ------------------------------------------------------
