@@ -223,7 +223,6 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
     """The deletion holds the organization; the admin's save must wait for it
     there, not lock the profile first (its rename or switch-off bumps the
     organization's version), and must not insert the deleted profile again."""
-    import time
 
     from django.contrib.admin.sites import site
     from django.contrib.messages.storage.fallback import FallbackStorage
@@ -234,11 +233,10 @@ def test_a_profile_saved_in_the_admin_while_it_is_deleted_neither_deadlocks_nor_
 
     profile = Profile.objects.create(organization=tenant_a.org, external_id="doomed")
     # The deletion holds the organization a second before deleting the profile.
-    monkeypatch.setattr(
-        profile_deletion, "organizations_lock", slowed_in_other_threads(organizations_lock)
-    )
+    slowed = slowed_in_other_threads(organizations_lock)
+    monkeypatch.setattr(profile_deletion, "organizations_lock", slowed)
     deleting = InBackground(lambda: profiles_delete(profiles=[profile]))
-    time.sleep(0.3)
+    assert slowed.taken.wait(30)
     request = RequestFactory().post("/")
     request.session = {}
     request._messages = FallbackStorage(request)

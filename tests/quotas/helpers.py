@@ -169,17 +169,26 @@ class InBackground:
         self.join()
 
 
-def slowed_in_other_threads(func: Callable[..., Any], seconds: float = 1.0) -> Callable[..., Any]:
+class Slowed:
     """``func``, then a pause of ``seconds`` when another thread than the
-    test's calls it: that thread holds what ``func`` locked meanwhile."""
+    test's calls it: that thread holds what ``func`` locked meanwhile.
+    ``taken`` is set as the pause begins: the test waits for it, not for
+    a guessed time."""
 
-    def slowed(*args: Any, **kwargs: Any) -> Any:
-        result = func(*args, **kwargs)
+    def __init__(self, func: Callable[..., Any], seconds: float) -> None:
+        self.func, self.seconds = func, seconds
+        self.taken = threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.func(*args, **kwargs)
         if threading.current_thread() is not threading.main_thread():
-            time.sleep(seconds)
+            self.taken.set()
+            time.sleep(self.seconds)
         return result
 
-    return slowed
+
+def slowed_in_other_threads(func: Callable[..., Any], seconds: float = 1.0) -> Slowed:
+    return Slowed(func, seconds)
 
 
 def priced_call_dims() -> Any:

@@ -548,11 +548,10 @@ def test_a_budget_change_waiting_on_its_deletion_is_a_not_found_not_a_deadlock(
     org = tenant_a.org
     budget = budget_create(org=org, name="Cap", limit=Decimal("10.00"))
     # The deletion holds the organization a second before deleting the budget.
-    monkeypatch.setattr(
-        quota_services, "organizations_lock", slowed_in_other_threads(organizations_lock)
-    )
+    slowed = slowed_in_other_threads(organizations_lock)
+    monkeypatch.setattr(quota_services, "organizations_lock", slowed)
     with InBackground(lambda: budget_delete(budget=budget)):
-        time.sleep(0.3)
+        assert slowed.taken.wait(30)
         with pytest.raises(Budget.DoesNotExist):
             budget_update(budget=Budget.objects.get(pk=budget.pk), limit=Decimal("50.00"))
     assert not Budget.objects.filter(pk=budget.pk).exists()
