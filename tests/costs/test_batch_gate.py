@@ -224,7 +224,7 @@ def test_deleting_an_organization_with_overrides_lets_other_organizations_batche
     Price.objects.create(model=AIModel.objects.get(provider__slug="openai", slug="gpt-4o"),
                          organization=tenant_a.org, effective_from=timezone.now(),
                          input_tokens=Decimal("0.000001"))  # fmt: skip
-    with ingestion_in_flight(monkeypatch, tenant_b.org, _events("other")):
+    with ingestion_in_flight(monkeypatch, tenant_b.org, _events("other"), until_body_done=True):
         _admin_delete(Organization, tenant_a.org.pk)
         assert not Organization.objects.filter(pk=tenant_a.org.pk).exists()
         # The batch is still in flight: the deletion did not wait for it.

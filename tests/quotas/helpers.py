@@ -118,23 +118,33 @@ def run_threads(
 
 @contextmanager
 def ingestion_in_flight(
-    monkeypatch: Any, org: Any, events: list[Any], *, hold: float = 1.0
+    monkeypatch: Any,
+    org: Any,
+    events: list[Any],
+    *,
+    hold: float = 1.0,
+    until_body_done: bool = False,
 ) -> Iterator[None]:
     """Record ``events`` (``costs.services.usage_record``) in another thread
     that stops inside its transaction, after its ledger rows, rollups and
     charges and before its COMMIT, for ``hold`` seconds: the body runs while
-    the ingestion is in flight. On leaving, waits for the ingestion and fails
-    with its error, if it had one."""
+    the ingestion is in flight. ``until_body_done``: it commits once the body
+    is over instead (or after 30 s, when the body waits for it), for a body
+    that must see it in flight whatever the machine's speed. On leaving,
+    waits for the ingestion and fails with its error, if it had one."""
     import costs.services.ingest as ingest_module
     from costs.services import usage_record
 
-    inside = threading.Event()
+    inside, body_done = threading.Event(), threading.Event()
     after_charge = ingest_module.after_commit_checks
 
     def slow_commit(*args: Any) -> None:
         after_charge(*args)
         inside.set()
-        time.sleep(hold)
+        if until_body_done:
+            body_done.wait(30)
+        else:
+            time.sleep(hold)
 
     monkeypatch.setattr(ingest_module, "after_commit_checks", slow_commit)
     ingestion = InBackground(lambda: usage_record(org=org, events=events))
@@ -142,6 +152,7 @@ def ingestion_in_flight(
     try:
         yield
     finally:
+        body_done.set()
         ingestion.join(timeout=60)
 
 

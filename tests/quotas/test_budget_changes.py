@@ -78,7 +78,8 @@ def test_a_budget_created_while_an_ingestion_is_in_flight_is_settled_after_it(
     queued: list[dict] = []
     monkeypatch.setattr(reconcile_counters, "apply_async", lambda **options: queued.append(options))
     # A few events: read ahead, outside the organization's gate.
-    with ingestion_in_flight(monkeypatch, org, [_event(f"k{i}", "0.10") for i in range(5)]):
+    five = [_event(f"k{i}", "0.10") for i in range(5)]
+    with ingestion_in_flight(monkeypatch, org, five, until_body_done=True):
         budget = budget_create(org=org, name="Cap", limit=Decimal("1.00"))
     period = _counter(budget)
     ledger = spend_between(budget, period.start, period.end)
