@@ -229,16 +229,7 @@ def _insert_grouped_sql() -> str:
     }
     sums |= {m: f"sum({q(m)})::bigint" for m in COUNT_METERS}
     sums |= {m: f"sum({q(m)})" for m in METERS if m not in COUNT_METERS}
-    returning = [
-        *KEY_COLUMNS,
-        "reservation_id",
-        "priced",
-        *METERS,
-        "cost",
-        "revenue",
-        "occurred_at",
-    ]
-    insert = _insert_from(_arrays_source(), returning)
+    insert = _insert_from(_arrays_source(), [*LEDGER_RETURNING, "reservation_id", "occurred_at"])
     return (
         f"WITH ins AS ({insert}) SELECT {keys}, {', '.join(sums[c] for c in SUM_COLUMNS)}, "  # noqa: S608
         f"sum(greatest(requests, 1))::bigint, min(occurred_at) FROM ins GROUP BY {keys}"

@@ -29,7 +29,7 @@ RollupKey = tuple[object, date, object | None, str, str, str]
 RollupRow = tuple[RollupKey, bool, Sequence[int | Decimal], Decimal, Decimal | None]
 
 # Where each meter's sum sits in SUM_COLUMNS.
-_METER_AT = [SUM_COLUMNS.index(m) for m in METERS]
+METER_AT = [SUM_COLUMNS.index(m) for m in METERS]
 
 
 def _key(e: UsageEvent) -> RollupKey:
@@ -162,7 +162,7 @@ def _sums(
     sums: list[Decimal | int] = [0] * len(SUM_COLUMNS)
     sums[0] = 1
     sums[1] = 0 if priced else 1
-    for at, quantity in zip(_METER_AT, meters, strict=True):
+    for at, quantity in zip(METER_AT, meters, strict=True):
         sums[at] = quantity
     sums[-2] = cost
     sums[-1] = revenue or 0

@@ -15,7 +15,7 @@ from django.db import transaction
 from costs.pricing.engine import METERS
 from costs.selectors.budget_spend import budget_amounts
 from costs.services.ledger import InsertedGroup, LedgerRow
-from costs.services.rollups import SUM_COLUMNS
+from costs.services.rollups import METER_AT, SUM_COLUMNS
 from profiles.models import Organization
 from quotas.services import BudgetState, Charge, Dimensions, budget_matches
 
@@ -34,11 +34,8 @@ def row_dimensions(row: Mapping[str, Any]) -> Dimensions:
 def usage_charge(row: LedgerRow, dims: dict[tuple, Dimensions]) -> Charge:
     """The charge a ledger row makes on its budgets; ``dims`` shares one
     ``Dimensions`` between rows with the same ones (a batch has few)."""
-    key = _dims_key(row)
-    if (shared := dims.get(key)) is None:
-        shared = dims[key] = Dimensions(*key)
     return Charge(
-        dims=shared,
+        dims=_shared_dimensions(_dims_key(row), dims),
         occurred_at=row["occurred_at"],
         amounts=budget_amounts({m: row[m] for m in METERS}, row["cost"]),
         reservation_id=row["reservation_id"],
@@ -51,22 +48,27 @@ def group_charge(group: InsertedGroup, api_key_id: object, dims: dict[tuple, Dim
     reservation and their local day, so their periods (which begin on local
     days: ``budget_charge_plan`` finds them by the day of ``occurred_at``)."""
     _, _, profile_id, provider, model, operation = group.key
-    key: tuple[Any, ...] = (profile_id, api_key_id, provider, model, operation)
-    if (shared := dims.get(key)) is None:
-        shared = dims[key] = Dimensions(*key)
-    meters = dict(zip(METERS, (group.sums[at] for at in _METER_AT), strict=True))
+    key = (profile_id, api_key_id, provider, model, operation)
+    meters = dict(zip(METERS, (group.sums[at] for at in METER_AT), strict=True))
     amounts = budget_amounts(meters, group.sums[_COST_AT])  # type: ignore[arg-type]
     amounts["requests"] = group.requests
     return Charge(
-        dims=shared,
+        dims=_shared_dimensions(key, dims),
         occurred_at=group.occurred_at,
         amounts=amounts,
         reservation_id=group.reservation_id,
     )
 
 
-_METER_AT = [SUM_COLUMNS.index(m) for m in METERS]
 _COST_AT = SUM_COLUMNS.index("cost")
+
+
+def _shared_dimensions(key: tuple[Any, ...], dims: dict[tuple, Dimensions]) -> Dimensions:
+    """One ``Dimensions`` per ``key`` (``_DIMENSIONS`` order) in ``dims``,
+    shared by the charges that have them (a batch has few)."""
+    if (shared := dims.get(key)) is None:
+        shared = dims[key] = Dimensions(*key)
+    return shared
 
 
 def after_commit_checks(
